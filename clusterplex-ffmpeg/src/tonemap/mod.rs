@@ -1,0 +1,1 @@
+//! HDR to SDR tonemapping.

@@ -1,0 +1,1 @@
+//! clusterplex-orchestrator library.

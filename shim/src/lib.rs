@@ -1,0 +1,1 @@
+//! clusterplex-shim library.
