@@ -66,10 +66,11 @@ impl Capabilities {
         if needs.tonemap && self.tonemap.is_empty() {
             missing.push("tonemap".to_string());
         }
-        if let Some(i) = &needs.tonemap_impl {
-            if i != "auto" && !self.tonemap.contains(i) {
-                missing.push(format!("tonemap:{i}"));
-            }
+        if let Some(i) = &needs.tonemap_impl
+            && i != "auto"
+            && !self.tonemap.contains(i)
+        {
+            missing.push(format!("tonemap:{i}"));
         }
         missing
     }
@@ -108,6 +109,9 @@ mod tests {
         assert!(caps.covers(&needs));
         needs.encoders.insert("h264_nvenc".into());
         needs.tonemap_impl = Some("cuda".into());
-        assert_eq!(caps.missing(&needs), vec!["encoder:h264_nvenc", "tonemap:cuda"]);
+        assert_eq!(
+            caps.missing(&needs),
+            vec!["encoder:h264_nvenc", "tonemap:cuda"]
+        );
     }
 }

@@ -24,4 +24,10 @@ pub enum JobError {
     UnknownLabel { output: usize, label: String },
     #[error("output #{output} stream `{spec}`: a filter cannot be used with -c copy")]
     FilterWithCopy { output: usize, spec: String },
+    #[error("option {0} needs a value")]
+    MissingValue(String),
+    #[error("setting {name}: `{value}` is not a boolean (use true/false, 1/0, yes/no, on/off)")]
+    BadBool { name: String, value: String },
+    #[error("setting {name}: {reason}")]
+    BadSetting { name: String, reason: String },
 }

@@ -74,7 +74,11 @@ pub struct Input {
 impl Input {
     /// An input reading `url` with default options.
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), accurate_seek: true, ..Self::default() }
+        Self {
+            url: url.into(),
+            accurate_seek: true,
+            ..Self::default()
+        }
     }
 }
 
@@ -179,17 +183,27 @@ impl StreamSpecifier {
 
     /// `v`, `a`, `s`, ...
     pub fn kind(kind: MediaKind) -> Self {
-        Self { kind: Some(kind), ..Self::default() }
+        Self {
+            kind: Some(kind),
+            ..Self::default()
+        }
     }
 
     /// `a:1`.
     pub fn kind_index(kind: MediaKind, index: usize) -> Self {
-        Self { kind: Some(kind), index: Some(index), ..Self::default() }
+        Self {
+            kind: Some(kind),
+            index: Some(index),
+            ..Self::default()
+        }
     }
 
     /// An absolute stream index, `3`.
     pub fn index(index: usize) -> Self {
-        Self { index: Some(index), ..Self::default() }
+        Self {
+            index: Some(index),
+            ..Self::default()
+        }
     }
 
     /// True when this matches every stream.
@@ -198,20 +212,20 @@ impl StreamSpecifier {
     }
 
     fn filters_match(&self, s: &StreamFacts<'_>) -> bool {
-        if let Some(k) = self.kind {
-            if s.kind != Some(k) || (self.no_attached_pic && s.attached_pic) {
-                return false;
-            }
+        if let Some(k) = self.kind
+            && (s.kind != Some(k) || (self.no_attached_pic && s.attached_pic))
+        {
+            return false;
         }
-        if let Some(p) = self.program {
-            if !s.programs.contains(&p) {
-                return false;
-            }
+        if let Some(p) = self.program
+            && !s.programs.contains(&p)
+        {
+            return false;
         }
-        if let Some(id) = self.id {
-            if s.id != id {
-                return false;
-            }
+        if let Some(id) = self.id
+            && s.id != id
+        {
+            return false;
         }
         if let Some((key, value)) = &self.metadata {
             let found = s.metadata.iter().find(|(k, _)| k == key);
@@ -226,8 +240,9 @@ impl StreamSpecifier {
 
     /// Indices (into `streams`) of the streams this specifier selects, in file order.
     pub fn select(&self, streams: &[StreamFacts<'_>]) -> Vec<usize> {
-        let filtered: Vec<usize> =
-            (0..streams.len()).filter(|&i| self.filters_match(&streams[i])).collect();
+        let filtered: Vec<usize> = (0..streams.len())
+            .filter(|&i| self.filters_match(&streams[i]))
+            .collect();
         match self.index {
             None => filtered,
             Some(n) => {
@@ -238,7 +253,10 @@ impl StreamSpecifier {
                 if has_filter {
                     filtered.get(n).map(|&i| vec![i]).unwrap_or_default()
                 } else {
-                    filtered.into_iter().filter(|&i| streams[i].index == n).collect()
+                    filtered
+                        .into_iter()
+                        .filter(|&i| streams[i].index == n)
+                        .collect()
                 }
             }
         }
@@ -257,7 +275,11 @@ impl fmt::Display for StreamSpecifier {
             parts.push(format!("p:{p}"));
         }
         if let Some(k) = self.kind {
-            parts.push(if self.no_attached_pic { "V".into() } else { k.letter().to_string() });
+            parts.push(if self.no_attached_pic {
+                "V".into()
+            } else {
+                k.letter().to_string()
+            });
         }
         if let Some((k, v)) = &self.metadata {
             match v {
@@ -328,7 +350,11 @@ impl FromStr for StreamSpecifier {
             } else if p == "m" {
                 // m:key[:value] consumes the rest.
                 let key = parts.get(i + 1).ok_or_else(bad)?.to_string();
-                let value = if parts.len() > i + 2 { Some(parts[i + 2..].join(":")) } else { None };
+                let value = if parts.len() > i + 2 {
+                    Some(parts[i + 2..].join(":"))
+                } else {
+                    None
+                };
                 spec.metadata = Some((key, value));
                 break;
             } else if p.len() == 1 && p.chars().all(|c| c.is_ascii_alphabetic()) {
@@ -388,7 +414,11 @@ pub enum CodecChoice {
 impl CodecChoice {
     /// Parses an ffmpeg codec argument.
     pub fn parse(s: &str) -> Self {
-        if s == "copy" { CodecChoice::Copy } else { CodecChoice::Encoder(s.to_string()) }
+        if s == "copy" {
+            CodecChoice::Copy
+        } else {
+            CodecChoice::Encoder(s.to_string())
+        }
     }
 }
 
@@ -412,7 +442,12 @@ impl FromStr for FpsMode {
             "vfr" | "2" => FpsMode::Vfr,
             "drop" => FpsMode::Drop,
             "auto" | "-1" => FpsMode::Auto,
-            _ => return Err(JobError::InvalidValue { option: "fps_mode".into(), value: s.into() }),
+            _ => {
+                return Err(JobError::InvalidValue {
+                    option: "fps_mode".into(),
+                    value: s.into(),
+                });
+            }
         })
     }
 }
@@ -490,14 +525,44 @@ impl StreamSettings {
             ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f.clone(); } )* };
         }
         take!(
-            codec, bitrate, maxrate, minrate, bufsize, crf, qscale, preset, tune, profile, level,
-            pix_fmt, size, frame_rate, gop, keyint_min, max_b_frames, force_key_frames, fps_mode,
-            channels, channel_layout, sample_rate, sample_fmt, filter, bitstream_filters, tag,
-            disposition, max_muxing_queue_size, eae_prefix
+            codec,
+            bitrate,
+            maxrate,
+            minrate,
+            bufsize,
+            crf,
+            qscale,
+            preset,
+            tune,
+            profile,
+            level,
+            pix_fmt,
+            size,
+            frame_rate,
+            gop,
+            keyint_min,
+            max_b_frames,
+            force_key_frames,
+            fps_mode,
+            channels,
+            channel_layout,
+            sample_rate,
+            sample_fmt,
+            filter,
+            bitstream_filters,
+            tag,
+            disposition,
+            max_muxing_queue_size,
+            eae_prefix
         );
-        self.metadata.extend(other.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
-        self.encoder_options
-            .extend(other.encoder_options.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.metadata
+            .extend(other.metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.encoder_options.extend(
+            other
+                .encoder_options
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone())),
+        );
     }
 }
 
@@ -704,12 +769,19 @@ pub struct Output {
 impl Output {
     /// An output to `target` with the given format.
     pub fn new(target: impl Into<String>, format: Option<&str>) -> Self {
-        Self { target: target.into(), format: format.map(str::to_string), ..Self::default() }
+        Self {
+            target: target.into(),
+            format: format.map(str::to_string),
+            ..Self::default()
+        }
     }
 
     /// Effective settings for one output stream: every matching entry overlaid in order.
     /// `matches(spec)` answers whether a specifier selects the stream in question.
-    pub fn settings_for(&self, mut matches: impl FnMut(&StreamSpecifier) -> bool) -> StreamSettings {
+    pub fn settings_for(
+        &self,
+        mut matches: impl FnMut(&StreamSpecifier) -> bool,
+    ) -> StreamSettings {
         let mut out = StreamSettings::default();
         for entry in &self.streams {
             if matches(&entry.spec) {
@@ -778,7 +850,10 @@ impl Job {
                         });
                     }
                     MapSource::Label(l) if !labels.iter().any(|x| x == l) => {
-                        return Err(JobError::UnknownLabel { output: o, label: l.clone() });
+                        return Err(JobError::UnknownLabel {
+                            output: o,
+                            label: l.clone(),
+                        });
                     }
                     _ => {}
                 }
@@ -786,29 +861,36 @@ impl Job {
             for s in &output.streams {
                 let v = &s.value;
                 if matches!(v.codec, Some(CodecChoice::Copy)) && v.filter.is_some() {
-                    return Err(JobError::FilterWithCopy { output: o, spec: s.spec.to_string() });
+                    return Err(JobError::FilterWithCopy {
+                        output: o,
+                        spec: s.spec.to_string(),
+                    });
                 }
-                if let Some((w, h)) = v.size {
-                    if w == 0 || h == 0 {
-                        return Err(JobError::InvalidValue {
-                            option: "s".into(),
-                            value: format!("{w}x{h}"),
-                        });
-                    }
+                if let Some((w, h)) = v.size
+                    && (w == 0 || h == 0)
+                {
+                    return Err(JobError::InvalidValue {
+                        option: "s".into(),
+                        value: format!("{w}x{h}"),
+                    });
                 }
-                if let Some((n, d)) = v.frame_rate {
-                    if n == 0 || d == 0 {
-                        return Err(JobError::InvalidValue {
-                            option: "r".into(),
-                            value: format!("{n}/{d}"),
-                        });
-                    }
+                if let Some((n, d)) = v.frame_rate
+                    && (n == 0 || d == 0)
+                {
+                    return Err(JobError::InvalidValue {
+                        option: "r".into(),
+                        value: format!("{n}/{d}"),
+                    });
                 }
             }
             match &output.segmenting {
-                Some(Segmenting::Segment { segment_time, .. }) => check_positive("segment_time", *segment_time)?,
+                Some(Segmenting::Segment { segment_time, .. }) => {
+                    check_positive("segment_time", *segment_time)?
+                }
                 Some(Segmenting::Hls { time, .. }) => check_positive("hls_time", *time)?,
-                Some(Segmenting::Dash { seg_duration, .. }) => check_positive("seg_duration", *seg_duration)?,
+                Some(Segmenting::Dash { seg_duration, .. }) => {
+                    check_positive("seg_duration", *seg_duration)?
+                }
                 None => {}
             }
         }
@@ -823,9 +905,10 @@ impl Job {
 
 fn check_time(option: &str, t: Option<f64>) -> Result<(), JobError> {
     match t {
-        Some(v) if !v.is_finite() || v < 0.0 => {
-            Err(JobError::InvalidValue { option: option.into(), value: v.to_string() })
-        }
+        Some(v) if !v.is_finite() || v < 0.0 => Err(JobError::InvalidValue {
+            option: option.into(),
+            value: v.to_string(),
+        }),
         _ => Ok(()),
     }
 }
@@ -834,7 +917,10 @@ fn check_positive(option: &str, v: f64) -> Result<(), JobError> {
     if v.is_finite() && v > 0.0 {
         Ok(())
     } else {
-        Err(JobError::InvalidValue { option: option.into(), value: v.to_string() })
+        Err(JobError::InvalidValue {
+            option: option.into(),
+            value: v.to_string(),
+        })
     }
 }
 
@@ -900,7 +986,17 @@ mod tests {
 
     #[test]
     fn specifier_round_trip() {
-        for s in ["", "v", "a:1", "3", "#0x101", "p:1:v", "m:language:eng", "V", "s:0"] {
+        for s in [
+            "",
+            "v",
+            "a:1",
+            "3",
+            "#0x101",
+            "p:1:v",
+            "m:language:eng",
+            "V",
+            "s:0",
+        ] {
             let spec: StreamSpecifier = s.parse().unwrap();
             let back = spec.to_string();
             let again: StreamSpecifier = back.parse().unwrap();
@@ -915,8 +1011,18 @@ mod tests {
     fn specifier_selects_streams() {
         let md = [("language".to_string(), "eng".to_string())];
         let streams = [
-            StreamFacts { index: 0, kind: Some(MediaKind::Video), id: 0x100, ..Default::default() },
-            StreamFacts { index: 1, kind: Some(MediaKind::Audio), id: 0x101, ..Default::default() },
+            StreamFacts {
+                index: 0,
+                kind: Some(MediaKind::Video),
+                id: 0x100,
+                ..Default::default()
+            },
+            StreamFacts {
+                index: 1,
+                kind: Some(MediaKind::Audio),
+                id: 0x101,
+                ..Default::default()
+            },
             StreamFacts {
                 index: 2,
                 kind: Some(MediaKind::Audio),
@@ -940,7 +1046,10 @@ mod tests {
         let mut out = Output::new("o.mp4", None);
         out.streams.push(ByStream::new(
             StreamSpecifier::all(),
-            StreamSettings { codec: Some(CodecChoice::Copy), ..Default::default() },
+            StreamSettings {
+                codec: Some(CodecChoice::Copy),
+                ..Default::default()
+            },
         ));
         out.streams.push(ByStream::new(
             StreamSpecifier::kind(MediaKind::Video),
@@ -965,12 +1074,18 @@ mod tests {
         assert!(matches!(job.validate(), Err(JobError::NoOutputs)));
         let mut out = Output::new("o.mp4", None);
         out.maps.push(StreamMap {
-            source: MapSource::Input { input: 1, spec: StreamSpecifier::all() },
+            source: MapSource::Input {
+                input: 1,
+                spec: StreamSpecifier::all(),
+            },
             negative: false,
             optional: false,
         });
         job.outputs.push(out);
-        assert!(matches!(job.validate(), Err(JobError::MapInputOutOfRange { .. })));
+        assert!(matches!(
+            job.validate(),
+            Err(JobError::MapInputOutOfRange { .. })
+        ));
         job.outputs[0].maps[0].source = MapSource::Label("vout".into());
         assert!(matches!(job.validate(), Err(JobError::UnknownLabel { .. })));
         job.complex_filters.push("[0:v]scale=640:-2[vout]".into());
@@ -982,7 +1097,10 @@ mod tests {
     #[test]
     fn labels_of_complex_graphs() {
         let g = vec!["[0:v]split[a][b];[a]scale=640:360[small];[b]null[big]".to_string()];
-        assert_eq!(declared_output_labels(&g), vec!["small".to_string(), "big".to_string()]);
+        assert_eq!(
+            declared_output_labels(&g),
+            vec!["small".to_string(), "big".to_string()]
+        );
     }
 
     #[test]
@@ -1008,7 +1126,10 @@ mod tests {
         });
         out.streams.push(ByStream::new(
             "#0x101".parse().unwrap(),
-            StreamSettings { codec: Some(CodecChoice::Encoder("aac".into())), ..Default::default() },
+            StreamSettings {
+                codec: Some(CodecChoice::Encoder("aac".into())),
+                ..Default::default()
+            },
         ));
         job.outputs.push(out);
         let json = serde_json::to_string(&job).unwrap();

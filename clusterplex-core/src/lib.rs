@@ -5,6 +5,11 @@ pub mod capability;
 pub mod error;
 pub mod events;
 pub mod job;
+pub mod parse;
+pub mod plan;
+pub mod load;
+pub mod placement;
+pub mod rpc;
 
 pub use capability::{Capabilities, CapabilityNeeds};
 pub use error::JobError;

@@ -3,6 +3,7 @@
 //!
 //! All `unsafe` in ClusterPlex lives in this crate, each block with a `// SAFETY:` note.
 
+pub mod caps;
 pub mod engine;
 pub mod error;
 pub mod tonemap;

@@ -1,1 +1,223 @@
-//! clusterplex-shim library.
+//! clusterplex-shim: stands in for "Plex Transcoder" (or ffmpeg). It plans each invocation,
+//! sends it to the orchestrator when it may run remotely, and otherwise (or as a fallback) runs
+//! the original transcoder with the original arguments. It exits with the exit code of whichever
+//! transcoder ran, and with 143 / 130 after SIGTERM / SIGINT (cancelling the remote job or
+//! killing the local child first).
+
+pub mod remote;
+pub mod settings;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitStatus,
+};
+
+use clusterplex_core::plan::{OperatingMode, Placement, Plan, plan_args};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+pub use remote::{GrpcRunner, RemoteOutcome, RemoteRunner};
+pub use settings::Settings;
+
+/// Exit status for a shim that could not do anything useful (no transcoder ran).
+pub const EXIT_SHIM_FAILURE: i32 = 1;
+
+/// Why the shim stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupted {
+    Term,
+    Int,
+}
+
+impl Interrupted {
+    /// 128 + signal number, as shells and ClusterPlex report it.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Interrupted::Term => 143,
+            Interrupted::Int => 130,
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+    async fn recv(&mut self) -> Interrupted {
+        tokio::select! {
+            _ = self.term.recv() => Interrupted::Term,
+            _ = self.int.recv() => Interrupted::Int,
+        }
+    }
+}
+
+/// The exit code that reports `status` to the parent (128 + signal for a killed child).
+pub fn exit_code_of(status: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => EXIT_SHIM_FAILURE,
+    }
+}
+
+/// Runs the original transcoder and returns its exit code; a signal kills it first.
+async fn run_local(
+    program: &Path,
+    args: &[String],
+    signals: &mut Signals,
+) -> Result<i32, Interrupted> {
+    let mut child = match tokio::process::Command::new(program)
+        .args(args)
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            error!(program = %program.display(), "cannot start the original transcoder: {e}");
+            return Ok(EXIT_SHIM_FAILURE);
+        }
+    };
+    tokio::select! {
+        status = child.wait() => match status {
+            Ok(s) => {
+                let code = exit_code_of(s);
+                info!(code, "local transcoder exited");
+                Ok(code)
+            }
+            Err(e) => {
+                error!("waiting for the local transcoder failed: {e}");
+                Ok(EXIT_SHIM_FAILURE)
+            }
+        },
+        sig = signals.recv() => {
+            // PMS stops sessions by killing us; the transcoder must not outlive the session.
+            if let Err(e) = child.start_kill() {
+                warn!("cannot kill the local transcoder: {e}");
+            }
+            let _ = child.wait().await;
+            info!(signal = ?sig, "stopped: killed the local transcoder");
+            Err(sig)
+        }
+    }
+}
+
+/// What the shim decided to do before running anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Local(String),
+    Remote,
+    /// `remote` mode but the job cannot go remote.
+    Refuse(String),
+}
+
+/// Applies the operating mode to a plan (or a parse failure).
+pub fn decide(mode: OperatingMode, plan: &Result<Plan, String>) -> Decision {
+    let local_reason = match plan {
+        Err(e) => Some(format!("the arguments cannot be planned ({e})")),
+        Ok(p) => match &p.placement {
+            Placement::Local { reason } => Some(reason.clone()),
+            Placement::Remote => None,
+        },
+    };
+    match (mode, local_reason) {
+        (OperatingMode::Local, _) => Decision::Local("TRANSCODE_OPERATING_MODE=local".into()),
+        (OperatingMode::Remote, Some(r)) => Decision::Refuse(r),
+        (_, Some(r)) => Decision::Local(r),
+        (_, None) => Decision::Remote,
+    }
+}
+
+/// Acts as the transcoder for `args`; returns the process exit code.
+pub async fn run_transcoder(
+    settings: &Settings,
+    args: &[String],
+    runner: &dyn RemoteRunner,
+) -> i32 {
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot install signal handlers: {e}");
+            return EXIT_SHIM_FAILURE;
+        }
+    };
+    let cwd = std::env::current_dir().ok();
+    let config = settings.plan_config(cwd.clone());
+    let plan = plan_args(args, &config).map_err(|e| e.to_string());
+    let original = settings.original_transcoder();
+    let session = plan
+        .as_ref()
+        .ok()
+        .and_then(|p| p.job.plex.session_id.clone());
+    let decision = decide(settings.mode, &plan);
+    let log_local = |reason: &str| {
+        info!(decision = "local", reason = %reason, session = ?session, program = %original.display(), "running the original transcoder");
+    };
+    let result = match decision {
+        Decision::Refuse(reason) => {
+            error!(decision = "refused", reason = %reason, "TRANSCODE_OPERATING_MODE=remote and the job cannot run remotely; not running it locally");
+            return EXIT_SHIM_FAILURE;
+        }
+        Decision::Local(reason) => {
+            log_local(&reason);
+            run_local(&original, args, &mut signals).await
+        }
+        Decision::Remote => {
+            let Ok(plan) = plan else {
+                return EXIT_SHIM_FAILURE;
+            };
+            let outcome = tokio::select! {
+                o = runner.run(&plan) => o,
+                sig = signals.recv() => {
+                    info!(signal = ?sig, "stopped: cancelled the remote job");
+                    return sig.exit_code();
+                }
+            };
+            let fallback = match outcome {
+                RemoteOutcome::Finished { exit_code, worker } => {
+                    info!(decision = "remote", worker = %worker, exit_code, session = ?session, "remote job finished");
+                    return exit_code;
+                }
+                RemoteOutcome::Unreachable(why) => format!("orchestrator unreachable: {why}"),
+                RemoteOutcome::Rejected(why) => format!("orchestrator rejected the job: {why}"),
+                RemoteOutcome::Failed { reason, exit_code } => {
+                    if settings.mode == OperatingMode::Remote {
+                        error!(decision = "remote", reason = %reason, exit_code, "remote job failed");
+                        return if exit_code == 0 {
+                            EXIT_SHIM_FAILURE
+                        } else {
+                            exit_code
+                        };
+                    }
+                    format!("remote job failed: {reason}")
+                }
+            };
+            if settings.mode == OperatingMode::Remote {
+                error!(decision = "refused", reason = %fallback, "TRANSCODE_OPERATING_MODE=remote: not falling back to local");
+                return EXIT_SHIM_FAILURE;
+            }
+            log_local(&format!("fallback: {fallback}"));
+            run_local(&original, args, &mut signals).await
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(sig) => sig.exit_code(),
+    }
+}
+
+/// True when the binary was invoked under the transcoder's name (installed in its place).
+pub fn invoked_as_transcoder(argv0: &str) -> bool {
+    let name = PathBuf::from(argv0);
+    name.file_name()
+        .is_some_and(|n| n.to_string_lossy().ends_with("Plex Transcoder"))
+}

@@ -2,3 +2,4 @@
 
 pub mod agent;
 pub mod local_run;
+pub mod plex;

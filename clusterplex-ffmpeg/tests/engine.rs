@@ -1,0 +1,710 @@
+//! Engine tests on real media made with the ffmpeg CLI (see clusterplex-testkit), outputs
+//! checked with ffprobe.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use clusterplex_core::{
+    ByStream, CancelToken, CodecChoice, HlsSegmentType, Input, Job, JobEvent, MapSource, MediaKind,
+    Output, SegmentList, SegmentListType, Segmenting, StreamMap, StreamSettings, StreamSpecifier,
+};
+use clusterplex_ffmpeg::{Error, Stage, engine::Engine};
+use clusterplex_testkit as tk;
+
+fn map(input: usize, spec: &str) -> StreamMap {
+    StreamMap {
+        source: MapSource::Input {
+            input,
+            spec: spec.parse().unwrap(),
+        },
+        negative: false,
+        optional: false,
+    }
+}
+
+fn set(spec: &str, s: StreamSettings) -> ByStream<StreamSettings> {
+    ByStream::new(spec.parse::<StreamSpecifier>().unwrap(), s)
+}
+
+fn enc(name: &str) -> StreamSettings {
+    let mut s = StreamSettings {
+        codec: Some(CodecChoice::Encoder(name.into())),
+        ..Default::default()
+    };
+    if name == "libx264" {
+        s.preset = Some("ultrafast".into());
+    }
+    s
+}
+
+fn copy() -> StreamSettings {
+    StreamSettings {
+        codec: Some(CodecChoice::Copy),
+        ..Default::default()
+    }
+}
+
+fn job(input: &Path, out: Output) -> Job {
+    Job {
+        inputs: vec![Input::new(input.to_string_lossy())],
+        outputs: vec![out],
+        ..Default::default()
+    }
+}
+
+fn run(job: &Job) -> (Result<clusterplex_core::JobSummary, Error>, Vec<JobEvent>) {
+    let mut evs = Vec::new();
+    let r = Engine::new().run(job, &CancelToken::new(), &mut |e| evs.push(e));
+    (r, evs)
+}
+
+fn ok(job: &Job) -> Vec<JobEvent> {
+    let (r, evs) = run(job);
+    if let Err(e) = r {
+        panic!("job failed: {e}");
+    }
+    evs
+}
+
+fn num(v: &serde_json::Value) -> f64 {
+    tk::num(v).unwrap_or(f64::NAN)
+}
+
+fn segments(evs: &[JobEvent]) -> Vec<(u64, Vec<PathBuf>)> {
+    evs.iter()
+        .filter_map(|e| match e {
+            JobEvent::SegmentWritten(s) => Some((s.number, s.paths.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn manifests(evs: &[JobEvent]) -> Vec<(String, String, bool)> {
+    evs.iter()
+        .filter_map(|e| match e {
+            JobEvent::Manifest {
+                target, body, last, ..
+            } => Some((
+                target.clone(),
+                String::from_utf8_lossy(body).into_owned(),
+                *last,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn mp4_transcode_scales_and_keeps_all_frames() {
+    let src = tk::h264_aac(320, 180, 2.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Output::new("out.mp4", None);
+    out.streams.push(set(
+        "v",
+        StreamSettings {
+            size: Some((160, 90)),
+            ..enc("libx264")
+        },
+    ));
+    out.streams.push(set("a", enc("aac")));
+    let mut j = job(&src, out);
+    j.working_dir = Some(dir.path().to_path_buf());
+    let evs = ok(&j);
+    let path = dir.path().join("out.mp4");
+    let info = tk::probe(&path);
+    let v = info.video().unwrap();
+    assert_eq!(v["codec_name"], "h264");
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(160), Some(90))
+    );
+    assert_eq!(info.audio().unwrap()["codec_name"], "aac");
+    assert_eq!(tk::count_frames(&path, "v:0"), 50);
+    let d = info.duration().unwrap();
+    assert!((d - 2.0).abs() <= 0.05, "duration {d}");
+    assert!(
+        matches!(
+            evs.first(),
+            Some(JobEvent::Started {
+                video_size: Some((160, 90)),
+                ..
+            })
+        ),
+        "{:?}",
+        evs.first()
+    );
+    let last_progress = evs.iter().rev().find_map(|e| match e {
+        JobEvent::Progress(p) => Some(p.clone()),
+        _ => None,
+    });
+    let p = last_progress.expect("a final progress event");
+    assert_eq!(p.frames, 50);
+    assert!(p.bytes > 0 && p.out_time > 1.8, "{p:?}");
+    assert!(tk::decode_errors(&path).trim().is_empty());
+}
+
+#[test]
+fn mp4_stream_copy_keeps_packets() {
+    let src = tk::h264_aac(320, 180, 2.0);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("copy.mp4");
+    let mut out = Output::new(target.to_string_lossy(), None);
+    out.streams.push(set("", copy()));
+    ok(&job(&src, out));
+    let info = tk::probe(&target);
+    assert_eq!(info.video().unwrap()["codec_name"], "h264");
+    assert_eq!(info.audio().unwrap()["codec_name"], "aac");
+    assert_eq!(tk::count_frames(&target, "v:0"), 50);
+}
+
+#[test]
+fn fragmented_mp4() {
+    let src = tk::h264_aac(320, 180, 2.0);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("frag.mp4");
+    let mut out = Output::new(target.to_string_lossy(), Some("mp4"));
+    out.format_options.insert(
+        "movflags".into(),
+        "frag_keyframe+empty_moov+default_base_moof".into(),
+    );
+    out.streams.push(set("v", enc("libx264")));
+    out.streams.push(set("a", enc("aac")));
+    ok(&job(&src, out));
+    let bytes = std::fs::read(&target).unwrap();
+    assert!(bytes.windows(4).any(|w| w == b"moof"), "no moof box");
+    assert_eq!(tk::count_frames(&target, "v:0"), 50);
+}
+
+#[test]
+fn mkv_with_two_audio_tracks_and_ass_copy() {
+    let src = tk::multi_audio_ass_mkv(2.0);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out.mkv");
+    let mut out = Output::new(target.to_string_lossy(), None);
+    out.maps = vec![map(0, "v"), map(0, "a"), map(0, "s")];
+    out.streams.push(set("v", enc("libx264")));
+    out.streams.push(set(
+        "a",
+        StreamSettings {
+            bitrate: Some(96_000),
+            ..enc("aac")
+        },
+    ));
+    out.streams.push(set("s", copy()));
+    ok(&job(&src, out));
+    let info = tk::probe(&target);
+    let audio = info.of_type("audio");
+    assert_eq!(audio.len(), 2);
+    assert_eq!(audio[0]["channels"], 2);
+    assert_eq!(audio[1]["channels"], 6);
+    assert_eq!(info.of_type("subtitle")[0]["codec_name"], "ass");
+    assert_eq!(tk::count_frames(&target, "v:0"), 50);
+}
+
+#[test]
+fn downmix_51_to_stereo_aac_in_mpegts() {
+    let src = tk::multi_audio_ass_mkv(2.0);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out.ts");
+    let mut out = Output::new(target.to_string_lossy(), None);
+    out.maps = vec![map(0, "v:0"), map(0, "a:1")];
+    out.streams.push(set("v", enc("libx264")));
+    out.streams.push(set(
+        "a",
+        StreamSettings {
+            channels: Some(2),
+            sample_rate: Some(44_100),
+            ..enc("aac")
+        },
+    ));
+    ok(&job(&src, out));
+    let info = tk::probe(&target);
+    assert!(info.format_name().contains("mpegts"));
+    let a = info.audio().unwrap();
+    assert_eq!(a["channels"], 2);
+    assert_eq!(a["sample_rate"], "44100");
+    assert_eq!(tk::count_frames(&target, "v:0"), 50);
+}
+
+#[test]
+fn ass_subtitles_to_ass_file() {
+    let src = tk::multi_audio_ass_mkv(3.0);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("subs.ass");
+    let mut out = Output::new(target.to_string_lossy(), None);
+    out.maps = vec![map(0, "s:0")];
+    ok(&job(&src, out));
+    let text = std::fs::read_to_string(&target).unwrap();
+    assert_eq!(text.matches("Dialogue:").count(), 3, "{text}");
+    assert!(text.contains("Second line"));
+}
+
+#[test]
+fn two_inputs_video_from_one_audio_from_other() {
+    let a = tk::h264_aac(320, 180, 2.0);
+    let b = tk::multi_audio_ass_mkv(2.0);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("two.mp4");
+    let mut out = Output::new(target.to_string_lossy(), None);
+    out.maps = vec![map(0, "v:0"), map(1, "a:1")];
+    out.streams.push(set("v", copy()));
+    out.streams.push(set(
+        "a",
+        StreamSettings {
+            channels: Some(2),
+            ..enc("aac")
+        },
+    ));
+    let j = Job {
+        inputs: vec![
+            Input::new(a.to_string_lossy()),
+            Input::new(b.to_string_lossy()),
+        ],
+        outputs: vec![out],
+        ..Default::default()
+    };
+    ok(&j);
+    let info = tk::probe(&target);
+    assert_eq!(info.video().unwrap()["width"], 320);
+    assert_eq!(info.audio().unwrap()["channels"], 2);
+}
+
+#[test]
+fn complex_filter_graph_output() {
+    let src = tk::h264_aac(320, 180, 2.0);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("cx.mp4");
+    let mut out = Output::new(target.to_string_lossy(), None);
+    out.maps = vec![
+        StreamMap {
+            source: MapSource::Label("1".into()),
+            negative: false,
+            optional: false,
+        },
+        map(0, "a:0"),
+    ];
+    out.streams.push(set("v", enc("libx264")));
+    out.streams.push(set("a", copy()));
+    let mut j = job(&src, out);
+    // Plex's shape: numeric internal labels.
+    j.complex_filters = vec!["[0:0]scale=w=128:h=72[0];[0]format=pix_fmts=yuv420p|nv12[1]".into()];
+    ok(&j);
+    let info = tk::probe(&target);
+    assert_eq!(info.video().unwrap()["width"], 128);
+    assert_eq!(tk::count_frames(&target, "v:0"), 50);
+}
+
+#[test]
+fn segment_muxer_with_csv_list() {
+    let src = tk::h264_aac(320, 180, 3.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Output::new("media-%05d.ts", Some("segment"));
+    out.streams.push(set("v", enc("libx264")));
+    out.streams.push(set("a", enc("aac")));
+    out.segmenting = Some(Segmenting::Segment {
+        segment_time: 1.0,
+        start_number: 0,
+        segment_format: Some("mpegts".into()),
+        list: Some(SegmentList {
+            target: "list.csv".into(),
+            kind: SegmentListType::Csv,
+            size: 0,
+            separate_stream_times: false,
+            unfinished: false,
+        }),
+        header_filename: None,
+        time_delta: None,
+        format_options: Default::default(),
+    });
+    let mut j = job(&src, out);
+    j.working_dir = Some(dir.path().to_path_buf());
+    let evs = ok(&j);
+    let csv = std::fs::read_to_string(dir.path().join("list.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    for (i, row) in rows.iter().enumerate() {
+        let cols: Vec<&str> = row.split(',').collect();
+        assert_eq!(cols[0], format!("media-{i:05}.ts"));
+        let (s, e): (f64, f64) = (cols[1].parse().unwrap(), cols[2].parse().unwrap());
+        assert!(
+            (s - i as f64).abs() < 0.05 && (e - s - 1.0).abs() < 0.05,
+            "{row}"
+        );
+        let seg = dir.path().join(cols[0]);
+        assert_eq!(tk::count_frames(&seg, "v:0"), 25, "{row}");
+        // Each segment starts with a keyframe.
+        assert_eq!(tk::frames(&seg, "v:0")[0]["key_frame"], 1);
+    }
+    let segs = segments(&evs);
+    assert_eq!(segs.iter().map(|s| s.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert!(segs.iter().all(|s| s.1[0].exists()));
+    let m = manifests(&evs);
+    assert!(
+        !m.is_empty() && m.last().unwrap().2,
+        "last list write is marked last"
+    );
+    assert_eq!(m.last().unwrap().1, csv);
+}
+
+#[test]
+fn hls_mpegts_segments_and_playlist() {
+    let src = tk::h264_aac(320, 180, 3.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Output::new("index.m3u8", Some("hls"));
+    out.streams.push(set("v", enc("libx264")));
+    out.streams.push(set("a", enc("aac")));
+    out.segmenting = Some(Segmenting::Hls {
+        time: 1.0,
+        start_number: 0,
+        list_size: 0,
+        playlist_type: Some("vod".into()),
+        segment_type: HlsSegmentType::Mpegts,
+        segment_filename: None,
+        init_filename: None,
+        flags: None,
+    });
+    let mut j = job(&src, out);
+    j.working_dir = Some(dir.path().to_path_buf());
+    let evs = ok(&j);
+    let pl = std::fs::read_to_string(dir.path().join("index.m3u8")).unwrap();
+    let segs: Vec<&str> = pl
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .collect();
+    assert_eq!(segs, vec!["index0.ts", "index1.ts", "index2.ts"], "{pl}");
+    assert!(pl.contains("#EXT-X-ENDLIST"));
+    for s in &segs {
+        assert_eq!(tk::count_frames(&dir.path().join(s), "v:0"), 25);
+    }
+    assert_eq!(segments(&evs).len(), 3);
+    let m = manifests(&evs);
+    assert!(m.last().unwrap().1.contains("#EXT-X-ENDLIST") && m.last().unwrap().2);
+}
+
+#[test]
+fn hls_fmp4_segments() {
+    let src = tk::h264_aac(320, 180, 2.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Output::new("master.m3u8", Some("hls"));
+    out.streams.push(set("v", enc("libx264")));
+    out.streams.push(set("a", enc("aac")));
+    out.segmenting = Some(Segmenting::Hls {
+        time: 1.0,
+        start_number: 5,
+        list_size: 0,
+        playlist_type: Some("vod".into()),
+        segment_type: HlsSegmentType::Fmp4,
+        segment_filename: Some("seg-%03d.m4s".into()),
+        init_filename: Some("init.mp4".into()),
+        flags: None,
+    });
+    let mut j = job(&src, out);
+    j.working_dir = Some(dir.path().to_path_buf());
+    let evs = ok(&j);
+    let pl = std::fs::read_to_string(dir.path().join("master.m3u8")).unwrap();
+    assert!(pl.contains("#EXT-X-MAP:URI=\"init.mp4\""), "{pl}");
+    assert!(
+        pl.contains("seg-005.m4s") && pl.contains("seg-006.m4s"),
+        "{pl}"
+    );
+    assert!(dir.path().join("init.mp4").exists());
+    let nums: Vec<u64> = segments(&evs).iter().map(|s| s.0).collect();
+    assert_eq!(nums, vec![5, 6]);
+    // init + segment concatenated is a valid fragmented mp4.
+    let mut cat = std::fs::read(dir.path().join("init.mp4")).unwrap();
+    cat.extend(std::fs::read(dir.path().join("seg-005.m4s")).unwrap());
+    let joined = dir.path().join("joined.mp4");
+    std::fs::write(&joined, cat).unwrap();
+    assert_eq!(tk::count_frames(&joined, "v:0"), 25);
+}
+
+#[test]
+fn dash_plex_names_with_start_number_100() {
+    let src = tk::h264_aac(320, 180, 3.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Output::new("dash", Some("dash"));
+    out.streams.push(set("v", enc("libx264")));
+    out.streams.push(set("a", enc("aac")));
+    out.segmenting = Some(Segmenting::Dash {
+        seg_duration: 1.0,
+        start_number: 100,
+        init_seg_name: Some("init-stream$RepresentationID$.m4s".into()),
+        media_seg_name: Some("chunk-stream$RepresentationID$-$Number%05d$.m4s".into()),
+        manifest_target: Some("http://127.0.0.1:32400/video/:/transcode/session/x/manifest".into()),
+        window_size: None,
+        use_template: None,
+        use_timeline: None,
+        single_file: false,
+        time_delta: None,
+        delete_removed: Some(false),
+        break_non_keyframes: false,
+    });
+    let mut j = job(&src, out);
+    j.working_dir = Some(dir.path().to_path_buf());
+    let evs = ok(&j);
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    for rep in 0..2 {
+        assert!(
+            names.contains(&format!("init-stream{rep}.m4s")),
+            "{names:?}"
+        );
+        for n in 100..103 {
+            assert!(
+                names.contains(&format!("chunk-stream{rep}-{n:05}.m4s")),
+                "{names:?}"
+            );
+        }
+    }
+    // 3 s of video at 1 s segments is exactly 3 video chunks (AAC padding may add a tiny
+    // fourth audio chunk).
+    assert!(
+        !names.contains(&"chunk-stream0-00103.m4s".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("chunk-stream") && n < &"chunk-stream0-00100".to_string())
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains("cpxtmp") || n.ends_with(".tmp")),
+        "{names:?}"
+    );
+    let mpd = std::fs::read_to_string(dir.path().join("dash")).unwrap();
+    let doc = roxmltree::Document::parse(&mpd).expect("MPD is XML");
+    let templates: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("SegmentTemplate"))
+        .collect();
+    assert_eq!(templates.len(), 2, "{mpd}");
+    for t in templates {
+        assert_eq!(t.attribute("startNumber"), Some("100"));
+        assert_eq!(
+            t.attribute("media"),
+            Some("chunk-stream$RepresentationID$-$Number%05d$.m4s")
+        );
+        assert_eq!(
+            t.attribute("initialization"),
+            Some("init-stream$RepresentationID$.m4s")
+        );
+    }
+    assert!(mpd.contains("type=\"static\""));
+    // Segment events: one per number with both representations, files present.
+    let segs = segments(&evs);
+    assert_eq!(
+        segs.iter().take(3).map(|s| s.0).collect::<Vec<_>>(),
+        vec![100, 101, 102]
+    );
+    assert!(segs.iter().take(3).all(|s| s.1.len() == 2));
+    assert!(segs.iter().all(|s| s.1.iter().all(|p| p.exists())));
+    // Manifests go to the callback target; only the final one is static and marked last.
+    let m = manifests(&evs);
+    assert!(m.len() >= 2);
+    assert!(m.iter().all(|x| x.0.starts_with("http://127.0.0.1:32400/")));
+    for x in m.iter().rev().skip(1) {
+        assert!(!x.2 && x.1.contains("type=\"dynamic\""), "{}", x.1);
+    }
+    assert!(m.last().unwrap().2 && m.last().unwrap().1 == mpd);
+    // init + one chunk is decodable video with a keyframe first.
+    let mut cat = std::fs::read(dir.path().join("init-stream0.m4s")).unwrap();
+    cat.extend(std::fs::read(dir.path().join("chunk-stream0-00101.m4s")).unwrap());
+    let joined = dir.path().join("joined.mp4");
+    std::fs::write(&joined, cat).unwrap();
+    assert_eq!(tk::count_frames(&joined, "v:0"), 25);
+    assert_eq!(tk::frames(&joined, "v:0")[0]["key_frame"], 1);
+}
+
+#[test]
+fn accurate_input_seek() {
+    let src = tk::h264_aac(320, 180, 3.0);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("seek.mp4");
+    let mut out = Output::new(target.to_string_lossy(), None);
+    out.streams.push(set("v", enc("libx264")));
+    out.streams.push(set("a", enc("aac")));
+    let mut j = job(&src, out);
+    // 1.4 s is between keyframes (every 1 s): accurate seek must drop 0.4 s of decoded frames.
+    j.inputs[0].seek = Some(1.4);
+    ok(&j);
+    assert_eq!(tk::count_frames(&target, "v:0"), 40);
+    let frames = tk::frames(&target, "v:0");
+    let first = num(&frames[0]["pts_time"]);
+    assert!(first.abs() < 0.05, "first pts {first}");
+    let d = tk::probe(&target).duration().unwrap();
+    assert!((d - 1.6).abs() < 0.08, "duration {d}");
+}
+
+#[test]
+fn output_duration_limit() {
+    let src = tk::h264_aac(320, 180, 3.0);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("t.mkv");
+    let mut out = Output::new(target.to_string_lossy(), None);
+    out.streams.push(set("v", enc("libx264")));
+    out.disable.push(MediaKind::Audio);
+    out.duration = Some(1.0);
+    ok(&job(&src, out));
+    assert_eq!(tk::count_frames(&target, "v:0"), 25);
+    assert!(tk::probe(&target).audio().is_none());
+}
+
+#[test]
+fn cancel_stops_quickly_and_leaves_valid_output() {
+    let src = tk::h264_aac(1280, 720, 8.0);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("cancel.mkv");
+    let mut out = Output::new(target.to_string_lossy(), None);
+    out.streams.push(set(
+        "v",
+        StreamSettings {
+            preset: Some("veryfast".into()),
+            ..enc("libx264")
+        },
+    ));
+    out.streams.push(set("a", enc("aac")));
+    let j = job(&src, out);
+    let cancel = CancelToken::new();
+    let c2 = cancel.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<Instant>();
+    let mut saw_progress = false;
+    let mut cancelled_at = None;
+    let r = Engine::new().run(&j, &cancel, &mut |e| {
+        if let JobEvent::Progress(p) = &e
+            && p.frames > 10
+            && !saw_progress
+        {
+            saw_progress = true;
+            let c3 = c2.clone();
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                let t = Instant::now();
+                c3.cancel();
+                let _ = tx.send(t);
+            });
+        }
+        if cancelled_at.is_none() {
+            cancelled_at = rx.try_recv().ok();
+        }
+    });
+    let returned = Instant::now();
+    let at = cancelled_at
+        .or_else(|| rx.try_recv().ok())
+        .expect("cancel fired before the job ended");
+    assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+    let took = returned.duration_since(at);
+    assert!(took < Duration::from_millis(200), "cancel took {took:?}");
+    // What was written is a valid file.
+    let n = tk::count_frames(&target, "v:0");
+    assert!(n > 0 && n < 200, "{n} frames");
+    assert!(tk::decode_errors(&target).trim().is_empty());
+}
+
+#[test]
+fn truncated_input_is_a_typed_error() {
+    let bad = tk::truncated_mp4();
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Output::new(dir.path().join("x.mp4").to_string_lossy(), None);
+    out.streams.push(set("v", enc("libx264")));
+    let (r, _) = run(&job(&bad, out));
+    match r {
+        Err(Error::Av {
+            stage: Stage::OpenInput,
+            context,
+            ..
+        }) => assert!(context.contains("input #0")),
+        other => panic!("expected an open_input error, got {other:?}"),
+    }
+}
+
+#[test]
+fn corrupt_input_does_not_panic() {
+    let bad = tk::corrupt_ts();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("x.mkv");
+    let mut out = Output::new(target.to_string_lossy(), None);
+    out.streams.push(set("v", enc("libx264")));
+    let (r, _) = run(&job(&bad, out));
+    // Either the decodable part is transcoded (like ffmpeg) or a typed error comes back.
+    match r {
+        Ok(_) => assert!(tk::count_frames(&target, "v:0") > 0),
+        Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
+
+#[test]
+fn unknown_encoder_is_named() {
+    let src = tk::h264_aac(320, 180, 2.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Output::new(dir.path().join("x.mp4").to_string_lossy(), None);
+    out.streams.push(set("v", enc("h264_bogus")));
+    let (r, _) = run(&job(&src, out));
+    let e = r.expect_err("must fail");
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
+    assert!(
+        msg.contains("h264_bogus") && msg.contains("libx264"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_hardware_encoder_is_clear() {
+    let src = tk::h264_aac(320, 180, 2.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Output::new(dir.path().join("x.mp4").to_string_lossy(), None);
+    out.streams.push(set("v", enc("h264_nvenc")));
+    let (r, _) = run(&job(&src, out));
+    let e = r.expect_err("no NVIDIA GPU here");
+    let msg = e.to_string();
+    assert_eq!(e.stage(), "encode", "{msg}");
+    assert!(
+        msg.contains("h264_nvenc") && msg.contains("libx264") && msg.contains("video"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_hardware_decoder_is_clear() {
+    let src = tk::h264_aac(320, 180, 2.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Output::new(dir.path().join("x.mp4").to_string_lossy(), None);
+    out.streams.push(set("v", enc("libx264")));
+    let mut j = job(&src, out);
+    j.inputs[0].decoders.push(ByStream::new(
+        "v".parse().unwrap(),
+        "h264_cuvid".to_string(),
+    ));
+    let (r, _) = run(&j);
+    let msg = r.expect_err("no CUDA here").to_string();
+    assert!(msg.contains("h264_cuvid") && msg.contains("h264"), "{msg}");
+}
+
+#[test]
+fn tonemap_in_a_simple_chain_is_split_out() {
+    let src = tk::hevc_hdr10();
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("sdr.mp4");
+    let mut out = Output::new(target.to_string_lossy(), None);
+    out.streams.push(set(
+        "v",
+        StreamSettings {
+            filter: Some("scale=320:180,tonemap=hable:impl=cpu,setsar=1".into()),
+            ..enc("libx264")
+        },
+    ));
+    ok(&job(&src, out));
+    let f = &tk::frames(&target, "v:0")[0];
+    assert_eq!(f["width"], 320);
+    assert_eq!(f["color_transfer"], "bt709", "{f}");
+    assert_eq!(f["color_primaries"], "bt709", "{f}");
+    assert_eq!(tk::count_frames(&target, "v:0"), 50);
+}

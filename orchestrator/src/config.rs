@@ -1,0 +1,109 @@
+//! Command-line flags and environment (ClusterPlex's names where one exists), and the library
+//! configuration they turn into.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use clusterplex_core::placement::Strategy;
+
+use crate::{cluster::ClusterConfig, error::Error};
+
+/// `clusterplex-orchestrator`: places transcode jobs from shims on workers.
+#[derive(Debug, Clone, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// gRPC port for shims and workers (ClusterPlex's LISTENING_PORT).
+    #[arg(long, env = "LISTENING_PORT", default_value_t = 3500)]
+    pub listening_port: u16,
+    /// HTTP port for GET /health and GET /metrics.
+    #[arg(long, env = "METRICS_PORT", default_value_t = 3502)]
+    pub metrics_port: u16,
+    /// Address to bind both ports on.
+    #[arg(long, env = "LISTENING_ADDRESS", default_value = "0.0.0.0")]
+    pub bind: std::net::IpAddr,
+    /// How a worker is chosen: RR, LOAD_CPU, LOAD_TASKS or LOAD_RANK (benchmark score x free CPU).
+    #[arg(long, env = "WORKER_SELECTION_STRATEGY", default_value = "LOAD_RANK")]
+    pub worker_selection_strategy: String,
+    /// How long a job waits for a capable worker with a free slot before failing (NO_WORKER).
+    #[arg(long, env = "QUEUE_TIMEOUT_MS", default_value_t = 10_000)]
+    pub queue_timeout_ms: u64,
+    /// A worker silent (no load report) this long, is marked lost and its jobs fail over.
+    #[arg(long, env = "LOST_WORKER_TIMEOUT_MS", default_value_t = 15_000)]
+    pub lost_worker_timeout_ms: u64,
+    /// On SIGTERM, how long running jobs may take to finish before they are failed.
+    #[arg(long, env = "SHUTDOWN_GRACE_MS", default_value_t = 30_000)]
+    pub shutdown_grace_ms: u64,
+    /// Shared secret every RPC must carry (`authorization: Bearer <token>`); unset = no auth.
+    #[arg(long, env = "CLUSTERPLEX_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// PEM certificate chain for gRPC over TLS (needs a build with `--features tls`).
+    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Run this many workers inside this process (a one-machine cluster).
+    #[arg(long, env = "LOCAL_WORKERS", default_value_t = 0)]
+    pub local_workers: u32,
+}
+
+/// TLS files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The library's configuration.
+#[derive(Debug, Clone)]
+pub struct OrchestratorConfig {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub cluster: ClusterConfig,
+    pub token: Option<String>,
+    pub tls: Option<TlsFiles>,
+    pub shutdown_grace: Duration,
+}
+
+impl OrchestratorConfig {
+    /// Loopback on free ports, default scheduling: for tests and benches.
+    pub fn loopback() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cluster: ClusterConfig::default(),
+            token: None,
+            tls: None,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl TryFrom<&Args> for OrchestratorConfig {
+    type Error = Error;
+    fn try_from(a: &Args) -> Result<Self, Error> {
+        let strategy: Strategy = a
+            .worker_selection_strategy
+            .parse()
+            .map_err(|e| Error::Config(format!("{e}")))?;
+        if a.lost_worker_timeout_ms == 0 {
+            return Err(Error::Config("LOST_WORKER_TIMEOUT_MS must be > 0".into()));
+        }
+        Ok(Self {
+            grpc_addr: SocketAddr::new(a.bind, a.listening_port),
+            http_addr: SocketAddr::new(a.bind, a.metrics_port),
+            cluster: ClusterConfig {
+                strategy,
+                queue_timeout: Duration::from_millis(a.queue_timeout_ms),
+                lost_timeout: Duration::from_millis(a.lost_worker_timeout_ms),
+            },
+            token: a.token.clone().filter(|t| !t.is_empty()),
+            tls: a
+                .tls_cert
+                .clone()
+                .zip(a.tls_key.clone())
+                .map(|(cert, key)| TlsFiles { cert, key }),
+            shutdown_grace: Duration::from_millis(a.shutdown_grace_ms),
+        })
+    }
+}

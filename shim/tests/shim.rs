@@ -1,0 +1,558 @@
+//! The real shim binary against a stand-in transcoder (a shell script that records its argv and
+//! exits with a chosen code) and a real gRPC JobService on loopback.
+
+use std::{
+    path::Path,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use clusterplex_core::rpc::{
+    Event, JobServiceServer, job_event,
+    pb::{self, job_service_server::JobService},
+};
+use tokio::{process::Command, sync::mpsc};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status};
+
+const SHIM: &str = env!("CARGO_BIN_EXE_clusterplex-shim");
+
+fn corpus(name: &str) -> Vec<String> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../clusterplex-core/tests/corpus/plex")
+        .join(format!("{name}.txt"));
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A temp dir holding `originalTranscoder` (the stand-in) and `Plex Transcoder` (the shim).
+struct Install {
+    dir: tempfile::TempDir,
+}
+
+impl Install {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let script = r#"#!/bin/sh
+d="$(dirname "$0")"
+echo "$$" > "$d/pid.tmp" && mv "$d/pid.tmp" "$d/pid"
+: > "$d/argv"
+for a in "$@"; do printf '%s\n' "$a" >> "$d/argv"; done
+if [ -n "$STANDIN_SLEEP" ]; then exec sleep "$STANDIN_SLEEP"; fi
+exit "${STANDIN_EXIT:-0}"
+"#;
+        let p = dir.path().join("originalTranscoder");
+        std::fs::write(&p, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(SHIM, dir.path().join("Plex Transcoder")).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The shim as Plex runs it, with a clean ClusterPlex environment.
+    fn command(&self, args: &[String]) -> Command {
+        let mut c = Command::new(self.path().join("Plex Transcoder"));
+        c.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("TRANSCODER_PATH", self.path())
+            .env("CLUSTERPLEX_CONNECT_TIMEOUT_MS", "1000")
+            .current_dir(self.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        c
+    }
+
+    fn recorded_argv(&self) -> Option<Vec<String>> {
+        std::fs::read_to_string(self.path().join("argv"))
+            .ok()
+            .map(|s| s.lines().map(str::to_string).collect())
+    }
+
+    async fn wait_for_pid(&self) -> u32 {
+        for _ in 0..200 {
+            if let Ok(p) = std::fs::read_to_string(self.path().join("pid")) {
+                return p.trim().parse().unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the stand-in transcoder never started");
+    }
+}
+
+struct Done {
+    code: i32,
+    stderr: String,
+}
+
+async fn finish(child: tokio::process::Child) -> Done {
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("shim hung")
+        .unwrap();
+    Done {
+        code: out.status.code().unwrap_or(-1),
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+async fn run(c: &mut Command) -> Done {
+    finish(c.spawn().unwrap()).await
+}
+
+fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+async fn kill(pid: u32, sig: &str) {
+    let st = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .await
+        .unwrap();
+    assert!(st.success());
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie still has /proc/<pid>; its state letter is Z.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+// ---------------------------------------------------------------------------- test server
+
+#[derive(Clone, Copy, Debug)]
+enum Script {
+    Finish(i32),
+    NoWorker,
+    JobError(i32),
+    /// Accept, then never finish (until the client goes away).
+    Hang,
+}
+
+#[derive(Default)]
+struct Seen {
+    jobs: Vec<serde_json::Value>,
+    needs: Vec<serde_json::Value>,
+    tokens: Vec<Option<String>>,
+    cancelled: bool,
+}
+
+struct TestService {
+    script: Script,
+    seen: Arc<Mutex<Seen>>,
+}
+
+#[tonic::async_trait]
+impl JobService for TestService {
+    type SubmitStream = ReceiverStream<Result<pb::JobEventMessage, Status>>;
+
+    async fn submit(
+        &self,
+        req: Request<pb::SubmitJobRequest>,
+    ) -> Result<Response<Self::SubmitStream>, Status> {
+        let token = req
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string());
+        let r = req.into_inner();
+        {
+            let mut s = self.seen.lock().unwrap();
+            s.jobs.push(serde_json::from_slice(&r.job_json).unwrap());
+            s.needs.push(serde_json::from_slice(&r.needs_json).unwrap());
+            s.tokens.push(token);
+        }
+        let (tx, rx) = mpsc::channel(8);
+        let script = self.script;
+        let seen = self.seen.clone();
+        tokio::spawn(async move {
+            let send = |e: Event| job_event("job-1", e);
+            let accepted = Event::Accepted(pb::Accepted {
+                worker_id: "w1".into(),
+                worker_name: "test-worker".into(),
+            });
+            match script {
+                Script::Finish(code) => {
+                    let _ = tx.send(Ok(send(accepted))).await;
+                    let _ = tx
+                        .send(Ok(send(Event::Finished(pb::Finished {
+                            exit_status: code,
+                            ..Default::default()
+                        }))))
+                        .await;
+                }
+                Script::NoWorker => {
+                    let _ = tx
+                        .send(Ok(send(clusterplex_core::rpc::failed(
+                            pb::FailureCode::NoWorker,
+                            "no worker",
+                            true,
+                        ))))
+                        .await;
+                }
+                Script::JobError(code) => {
+                    let _ = tx.send(Ok(send(accepted))).await;
+                    let _ = tx
+                        .send(Ok(send(Event::Failed(pb::Failed {
+                            reason: "decode error".into(),
+                            code: pb::FailureCode::JobError as i32,
+                            exit_status: code,
+                            ..Default::default()
+                        }))))
+                        .await;
+                }
+                Script::Hang => {
+                    let _ = tx.send(Ok(send(accepted))).await;
+                    // The shim cancelling the call drops the receiver.
+                    tx.closed().await;
+                    seen.lock().unwrap().cancelled = true;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list_workers(
+        &self,
+        _: Request<pb::ListWorkersRequest>,
+    ) -> Result<Response<pb::ListWorkersResponse>, Status> {
+        Err(Status::unimplemented("test"))
+    }
+    async fn list_jobs(
+        &self,
+        _: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        Err(Status::unimplemented("test"))
+    }
+    async fn drain_worker(
+        &self,
+        _: Request<pb::DrainWorkerRequest>,
+    ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
+        Err(Status::unimplemented("test"))
+    }
+}
+
+async fn server(script: Script) -> (String, Arc<Mutex<Seen>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let svc = TestService {
+        script,
+        seen: seen.clone(),
+    };
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(JobServiceServer::new(svc))
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    (url, seen)
+}
+
+// ----------------------------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn plan_subcommand_prints_json_or_exits_2() {
+    let out = Command::new(SHIM)
+        .args(["plan", "--pms-ip", "10.0.0.9", "--"])
+        .args(corpus("04"))
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["placement"]["kind"], "remote");
+    assert_eq!(plan["job"]["outputs"][1]["target"], "sub-chunk-%05d");
+    assert!(
+        plan["rewritten_urls"][0]["to"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://10.0.0.9:32499/video/:/transcode/session/")
+    );
+
+    let out = Command::new(SHIM)
+        .args(["plan", "--", "-i"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-i needs a value"));
+    let out = Command::new(SHIM)
+        .args(["plan", "--", "-i", "a.mkv"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no outputs"));
+}
+
+#[tokio::test]
+async fn local_mode_runs_original_with_exact_argv_and_exit_code() {
+    let inst = Install::new();
+    let args = corpus("01");
+    let done = run(inst
+        .command(&args)
+        .env("TRANSCODE_OPERATING_MODE", "local")
+        .env("STANDIN_EXIT", "7"))
+    .await;
+    assert_eq!(done.code, 7, "{}", done.stderr);
+    assert_eq!(inst.recorded_argv().unwrap(), args);
+    assert!(
+        done.stderr.contains("decision=\"local\""),
+        "{}",
+        done.stderr
+    );
+    assert!(
+        done.stderr.contains("TRANSCODE_OPERATING_MODE=local"),
+        "{}",
+        done.stderr
+    );
+}
+
+#[tokio::test]
+async fn both_mode_falls_back_when_orchestrator_is_unreachable() {
+    let inst = Install::new();
+    let args = corpus("01");
+    let done = run(inst
+        .command(&args)
+        .env(
+            "ORCHESTRATOR_URL",
+            format!("http://127.0.0.1:{}", closed_port()),
+        )
+        .env("PMS_IP", "192.168.2.1")
+        .env("STANDIN_EXIT", "0"))
+    .await;
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert_eq!(
+        inst.recorded_argv().unwrap(),
+        args,
+        "local fallback gets the original argv"
+    );
+    assert!(
+        done.stderr.contains("orchestrator unreachable"),
+        "{}",
+        done.stderr
+    );
+}
+
+#[tokio::test]
+async fn remote_mode_never_runs_locally() {
+    let inst = Install::new();
+    let done = run(inst
+        .command(&corpus("01"))
+        .env("TRANSCODE_OPERATING_MODE", "remote")
+        .env(
+            "ORCHESTRATOR_URL",
+            format!("http://127.0.0.1:{}", closed_port()),
+        )
+        .env("PMS_IP", "192.168.2.1"))
+    .await;
+    assert_ne!(done.code, 0);
+    assert!(
+        inst.recorded_argv().is_none(),
+        "the original transcoder must not run"
+    );
+    assert!(
+        done.stderr.contains("not falling back to local"),
+        "{}",
+        done.stderr
+    );
+
+    // A job that must stay local (EAE) is refused outright in remote mode.
+    let done = run(inst
+        .command(&corpus("03"))
+        .env("TRANSCODE_OPERATING_MODE", "remote")
+        .env("TRANSCODE_EAE_LOCALLY", "yes")
+        .env("PMS_IP", "192.168.2.1"))
+    .await;
+    assert_ne!(done.code, 0);
+    assert!(inst.recorded_argv().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_success_and_exit_code_passthrough() {
+    let (url, seen) = server(Script::Finish(0)).await;
+    let inst = Install::new();
+    let done = run(inst
+        .command(&corpus("01"))
+        .env("ORCHESTRATOR_URL", &url)
+        .env("PMS_IP", "192.168.2.1")
+        .env("CLUSTERPLEX_TOKEN", "s3cret"))
+    .await;
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert!(inst.recorded_argv().is_none(), "ran remotely, not locally");
+    assert!(done.stderr.contains("test-worker"), "{}", done.stderr);
+    {
+        let s = seen.lock().unwrap();
+        assert_eq!(s.jobs.len(), 1);
+        assert_eq!(
+            s.jobs[0]["progress"]["plex_url"],
+            "http://192.168.2.1:32499/video/:/transcode/session/f168tc7vl2desp78pov5ktwu/b12394b4-a41e-475d-bf98-4a9e52ad87c5/progress"
+        );
+        assert_eq!(s.needs[0]["encoders"][0], "aac");
+        assert_eq!(s.tokens[0].as_deref(), Some("Bearer s3cret"));
+    }
+
+    let (url, _) = server(Script::Finish(3)).await;
+    let done = run(inst
+        .command(&corpus("01"))
+        .env("ORCHESTRATOR_URL", &url)
+        .env("PMS_IP", "192.168.2.1"))
+    .await;
+    assert_eq!(done.code, 3, "{}", done.stderr);
+
+    // A job error in remote mode passes the worker's exit status through.
+    let (url, _) = server(Script::JobError(5)).await;
+    let done = run(inst
+        .command(&corpus("01"))
+        .env("ORCHESTRATOR_URL", &url)
+        .env("PMS_IP", "192.168.2.1")
+        .env("TRANSCODE_OPERATING_MODE", "remote"))
+    .await;
+    assert_eq!(done.code, 5, "{}", done.stderr);
+    assert!(inst.recorded_argv().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_mode_falls_back_on_rejection_and_on_failure() {
+    for script in [Script::NoWorker, Script::JobError(5)] {
+        let (url, seen) = server(script).await;
+        let inst = Install::new();
+        let done = run(inst
+            .command(&corpus("01"))
+            .env("ORCHESTRATOR_URL", &url)
+            .env("PMS_IP", "192.168.2.1")
+            .env("STANDIN_EXIT", "4"))
+        .await;
+        assert_eq!(done.code, 4, "{script:?}: {}", done.stderr);
+        assert_eq!(inst.recorded_argv().unwrap(), corpus("01"));
+        assert!(done.stderr.contains("fallback"), "{}", done.stderr);
+        assert_eq!(seen.lock().unwrap().jobs.len(), 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eae_and_credits_jobs_stay_local() {
+    let (url, seen) = server(Script::Finish(0)).await;
+    let inst = Install::new();
+    let done = run(inst
+        .command(&corpus("03"))
+        .env("ORCHESTRATOR_URL", &url)
+        .env("PMS_IP", "192.168.2.1")
+        .env("TRANSCODE_EAE_LOCALLY", "true"))
+    .await;
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert!(inst.recorded_argv().is_some());
+    assert!(done.stderr.contains("EasyAudioEncoder"), "{}", done.stderr);
+
+    // "false" means false (ClusterPlex's Node shim read it as true): the job goes remote.
+    let inst2 = Install::new();
+    let done = run(inst2
+        .command(&corpus("03"))
+        .env("ORCHESTRATOR_URL", &url)
+        .env("PMS_IP", "192.168.2.1")
+        .env("TRANSCODE_EAE_LOCALLY", "false"))
+    .await;
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert!(inst2.recorded_argv().is_none());
+
+    let credits = inst.path().join("PlexCreditsDetection-1234");
+    std::fs::create_dir(&credits).unwrap();
+    let _ = std::fs::remove_file(inst.path().join("argv"));
+    let done = run(inst
+        .command(&corpus("01"))
+        .current_dir(&credits)
+        .env("ORCHESTRATOR_URL", &url)
+        .env("PMS_IP", "192.168.2.1"))
+    .await;
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert!(inst.recorded_argv().is_some());
+    assert!(done.stderr.contains("credits detection"), "{}", done.stderr);
+    assert_eq!(
+        seen.lock().unwrap().jobs.len(),
+        1,
+        "only the EAE_LOCALLY=false job was submitted"
+    );
+
+    let done = run(inst
+        .command(&corpus("01"))
+        .env("TRANSCODE_EAE_LOCALLY", "maybe"))
+    .await;
+    assert_eq!(done.code, 1);
+    assert!(done.stderr.contains("not a boolean"), "{}", done.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_kill_the_local_child() {
+    for (sig, code) in [("TERM", 143), ("INT", 130)] {
+        let inst = Install::new();
+        let child = inst
+            .command(&corpus("01"))
+            .env("TRANSCODE_OPERATING_MODE", "local")
+            .env("STANDIN_SLEEP", "30")
+            .spawn()
+            .unwrap();
+        let shim_pid = child.id().unwrap();
+        let standin = inst.wait_for_pid().await;
+        assert!(alive(standin));
+        kill(shim_pid, sig).await;
+        let done = finish(child).await;
+        assert_eq!(done.code, code, "{}", done.stderr);
+        assert!(!alive(standin), "the stand-in transcoder outlived the shim");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_cancels_the_remote_job() {
+    for (sig, code) in [("TERM", 143), ("INT", 130)] {
+        let (url, seen) = server(Script::Hang).await;
+        let inst = Install::new();
+        let child = inst
+            .command(&corpus("01"))
+            .env("ORCHESTRATOR_URL", &url)
+            .env("PMS_IP", "192.168.2.1")
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        for _ in 0..400 {
+            if !seen.lock().unwrap().jobs.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(seen.lock().unwrap().jobs.len(), 1, "job never submitted");
+        kill(pid, sig).await;
+        let done = finish(child).await;
+        assert_eq!(done.code, code, "{}", done.stderr);
+        for _ in 0..200 {
+            if seen.lock().unwrap().cancelled {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            seen.lock().unwrap().cancelled,
+            "the remote job was not cancelled"
+        );
+        assert!(inst.recorded_argv().is_none());
+    }
+}
