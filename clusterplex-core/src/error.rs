@@ -19,8 +19,14 @@ pub enum JobError {
     #[error("invalid value `{value}` for -{option}")]
     InvalidValue { option: String, value: String },
     #[error("output #{output} maps input #{input}, but there are only {inputs} inputs")]
-    MapInputOutOfRange { output: usize, input: usize, inputs: usize },
-    #[error("output #{output} maps filter label [{label}], which no -filter_complex graph declares")]
+    MapInputOutOfRange {
+        output: usize,
+        input: usize,
+        inputs: usize,
+    },
+    #[error(
+        "output #{output} maps filter label [{label}], which no -filter_complex graph declares"
+    )]
     UnknownLabel { output: usize, label: String },
     #[error("output #{output} stream `{spec}`: a filter cannot be used with -c copy")]
     FilterWithCopy { output: usize, spec: String },

@@ -31,7 +31,9 @@ pub struct Progress {
 impl Progress {
     /// Percentage done, when the duration is known.
     pub fn percent(&self) -> Option<f64> {
-        self.duration.filter(|d| *d > 0.0).map(|d| (self.out_time / d * 100.0).clamp(0.0, 100.0))
+        self.duration
+            .filter(|d| *d > 0.0)
+            .map(|d| (self.out_time / d * 100.0).clamp(0.0, 100.0))
     }
 }
 
@@ -73,7 +75,10 @@ pub enum JobEvent {
         last: bool,
     },
     /// A log line for the session log (Plex's `-loglevel_plex` channel).
-    Log { level: LogLevel, message: String },
+    Log {
+        level: LogLevel,
+        message: String,
+    },
 }
 
 /// Log levels as Plex numbers them (0 = error ... 4 = debug).
@@ -142,10 +147,18 @@ pub struct RunError {
 
 impl RunError {
     pub fn new(stage: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { stage: stage.into(), message: message.into(), cancelled: false }
+        Self {
+            stage: stage.into(),
+            message: message.into(),
+            cancelled: false,
+        }
     }
 
     pub fn cancelled() -> Self {
-        Self { stage: "cancelled".into(), message: "job cancelled".into(), cancelled: true }
+        Self {
+            stage: "cancelled".into(),
+            message: "job cancelled".into(),
+            cancelled: true,
+        }
     }
 }

@@ -815,6 +815,10 @@ pub struct PlexOptions {
     pub skip_to_segment: Option<u64>,
     /// The transcode session id found in the callback URLs, used for affinity and superseding.
     pub session_id: Option<String>,
+    /// Plex's `X_PLEX_TOKEN` for the callbacks. The shim fills it in only when it submits the
+    /// job (it is never part of a printed plan); the worker sends it as `X-Plex-Token`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl Job {

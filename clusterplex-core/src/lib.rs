@@ -5,10 +5,10 @@ pub mod capability;
 pub mod error;
 pub mod events;
 pub mod job;
-pub mod parse;
-pub mod plan;
 pub mod load;
+pub mod parse;
 pub mod placement;
+pub mod plan;
 pub mod rpc;
 
 pub use capability::{Capabilities, CapabilityNeeds};

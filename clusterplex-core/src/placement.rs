@@ -215,10 +215,10 @@ pub fn needs_of(job: &Job) -> CapabilityNeeds {
         for d in &input.decoders {
             needs.decoders.insert(d.value.clone());
         }
-        if let Some(hw) = &input.hwaccel {
-            if !matches!(hw.name.as_str(), "" | "auto" | "none") {
-                needs.hwaccels.insert(hw.name.clone());
-            }
+        if let Some(hw) = &input.hwaccel
+            && !matches!(hw.name.as_str(), "" | "auto" | "none")
+        {
+            needs.hwaccels.insert(hw.name.clone());
         }
     }
     let mut filter_text: Vec<&str> = job.complex_filters.iter().map(String::as_str).collect();

@@ -27,6 +27,7 @@ fn main() {
         .expect("options");
     let mut st = TonemapStage::new(&opts).expect("stage");
     let mut times = Vec::new();
+    let cpu0 = cpu_ticks();
     for _ in 0..15 {
         let t = Instant::now();
         st.process_image(
@@ -37,11 +38,25 @@ fn main() {
         .expect("tonemap");
         times.push(t.elapsed().as_secs_f64());
     }
+    let cpu_ms = (cpu_ticks() - cpu0) as f64 * 10.0 / times.len() as f64;
     times.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "{w}x{h} {curve} {}: median {:.1} fps, best {:.1} fps",
+        "{w}x{h} {curve} {}: median {:.1} fps, best {:.1} fps, {cpu_ms:.0} ms CPU/frame",
         st.implementation(),
         1.0 / times[times.len() / 2],
         1.0 / times[0]
     );
+}
+
+/// User + system CPU time of this process (threads included), in clock ticks (1/100 s):
+/// steadier than wall time on a loaded machine.
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // Fields 14 and 15 (utime, stime) are at 11 and 12 after the ")".
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
 }

@@ -418,8 +418,10 @@ impl Cluster {
             worker_id: reg.worker_id.clone(),
             worker_name: reg.name.clone(),
         };
-        let mut load = Load::default();
-        load.running_jobs = u32::try_from(kept.len()).unwrap_or(u32::MAX);
+        let load = Load {
+            running_jobs: u32::try_from(kept.len()).unwrap_or(u32::MAX),
+            ..Load::default()
+        };
         let entry = WorkerEntry {
             id: reg.worker_id.clone(),
             name: reg.name.clone(),

@@ -74,7 +74,11 @@ async fn submit(settings: &Settings, plan: &Plan) -> RemoteOutcome {
         Err(e) => return RemoteOutcome::Unreachable(e.message().to_string()),
     };
     let (poster_id, host) = poster_identity();
-    let mut request = match rpc::submit_request(&plan.job, &poster_id, &host) {
+    // Plex gives its transcoder the callback token in the environment; the worker needs it to
+    // make the same callbacks, so it travels with the submitted job (never in a printed plan).
+    let mut job = plan.job.clone();
+    job.plex.token = std::env::var("X_PLEX_TOKEN").ok().filter(|t| !t.is_empty());
+    let mut request = match rpc::submit_request(&job, &poster_id, &host) {
         Ok(r) => r,
         Err(e) => return RemoteOutcome::Rejected(e.message().to_string()),
     };

@@ -429,7 +429,18 @@ fn start_job(
         .name(format!("job-{job_id}"))
         .spawn(move || {
             let mut last_progress: Option<Instant> = None;
+            // Plex jobs get their progress, manifest and segment-list callbacks from here, as
+            // Plex's own transcoder would make them.
+            let token = job
+                .plex
+                .token
+                .clone()
+                .or_else(|| std::env::var("X_PLEX_TOKEN").ok().filter(|t| !t.is_empty()));
+            let reporter = crate::plex::PlexReporter::new(&job, token);
             let mut on_event = |ev: JobEvent| {
+                if let Some(r) = &reporter {
+                    r.on_event(&ev);
+                }
                 if let JobEvent::Progress(_) = ev {
                     // Progress at most once per STAT_CPU_INTERVAL; segments and the rest always.
                     if last_progress.is_some_and(|t| t.elapsed() < interval) {
@@ -440,6 +451,10 @@ fn start_job(
                 send(rpc::event_to_pb(&ev));
             };
             let result = runner.run(&job, &cancel, &mut on_event);
+            if let Some(r) = reporter {
+                let stats = r.finish_blocking(result.is_ok());
+                tracing::debug!(job = job_id, ?stats, "plex callbacks delivered");
+            }
             lock(&running).remove(&job_id);
             match &result {
                 Ok(_) => tracing::info!(job = job_id, "job finished"),

@@ -101,3 +101,136 @@ mod tests {
         }
     }
 }
+
+/// Row helpers for the chroma resampling and the 8-bit stores, AVX2 with scalar tails.
+#[cfg(target_arch = "x86_64")]
+pub(super) mod rows {
+    use std::arch::x86_64::*;
+
+    /// `out[2i] = h[i]`, `out[2i+1] = (h[i] + h[i+1]) / 2` (last column clamped), for
+    /// `out.len() == 2 * h.len()`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(in super::super) fn upsample_h(h: &[f32], out: &mut [f32]) {
+        let cw = h.len().min(out.len() / 2);
+        let mut i = 0;
+        while i + 5 <= cw {
+            // SAFETY: reads h[i..i+5] and writes out[2i..2i+8], both in bounds (i + 5 <= cw).
+            unsafe {
+                let a = _mm_loadu_ps(h.as_ptr().add(i));
+                let b = _mm_loadu_ps(h.as_ptr().add(i + 1));
+                let m = _mm_mul_ps(_mm_add_ps(a, b), _mm_set1_ps(0.5));
+                let lo = _mm_unpacklo_ps(a, m);
+                let hi = _mm_unpackhi_ps(a, m);
+                _mm256_storeu_ps(out.as_mut_ptr().add(2 * i), _mm256_set_m128(hi, lo));
+            }
+            i += 4;
+        }
+        while i < cw {
+            let i1 = (i + 1).min(cw - 1);
+            out[2 * i] = h[i];
+            out[2 * i + 1] = 0.5 * (h[i] + h[i1]);
+            i += 1;
+        }
+    }
+
+    /// `out[i] = o[2i-1]/4 + o[2i]/2 + o[2i+1]/4` (column -1 clamped to 0), for
+    /// `o.len() == 2 * out.len()`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(in super::super) fn downsample_h(o: &[f32], out: &mut [f32]) {
+        let cw = out.len().min(o.len() / 2);
+        if cw == 0 {
+            return;
+        }
+        out[0] = 0.25 * o[0] + 0.5 * o[0] + 0.25 * o[(1).min(o.len() - 1)];
+        let mut i = 1;
+        // Needs o[2i-1 .. 2i+16].
+        while 2 * i + 16 <= 2 * cw {
+            // SAFETY: reads o[2i-1 .. 2i+16] and writes out[i..i+8]; 2i + 16 <= 2cw <= o.len()
+            // and i + 8 <= cw.
+            unsafe {
+                let p = o.as_ptr().add(2 * i);
+                let d1 = _mm256_add_ps(_mm256_loadu_ps(p.sub(1)), _mm256_loadu_ps(p));
+                let d2 = _mm256_add_ps(_mm256_loadu_ps(p.add(7)), _mm256_loadu_ps(p.add(8)));
+                let s = _mm256_hadd_ps(d1, d2);
+                let s = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
+                    _mm256_castps_pd(s),
+                ));
+                _mm256_storeu_ps(out.as_mut_ptr().add(i), _mm256_mul_ps(s, _mm256_set1_ps(0.25)));
+            }
+            i += 8;
+        }
+        while i < cw {
+            let xp = (2 * i + 1).min(o.len() - 1);
+            out[i] = 0.25 * o[2 * i - 1] + 0.5 * o[2 * i] + 0.25 * o[xp];
+            i += 1;
+        }
+    }
+
+    /// Stores `clamp(v, 0, max)` truncated to u8 (`max` <= 255).
+    #[target_feature(enable = "avx2,fma")]
+    pub(in super::super) fn store_u8(v: &[f32], out: &mut [u8], max: f32) {
+        let n = v.len().min(out.len());
+        let mut i = 0;
+        let (zero, mx) = (_mm256_setzero_ps(), _mm256_set1_ps(max));
+        while i + 16 <= n {
+            // SAFETY: reads v[i..i+16], writes out[i..i+16], both within n.
+            unsafe {
+                let a = _mm256_loadu_ps(v.as_ptr().add(i));
+                let b = _mm256_loadu_ps(v.as_ptr().add(i + 8));
+                let a = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(a, zero), mx));
+                let b = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(b, zero), mx));
+                // packs work per 128-bit lane: fix the order with a permute.
+                let w = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_packus_epi32(a, b));
+                let bytes = _mm_packus_epi16(
+                    _mm256_castsi256_si128(w),
+                    _mm256_extracti128_si256::<1>(w),
+                );
+                _mm_storeu_si128(out.as_mut_ptr().add(i) as *mut __m128i, bytes);
+            }
+            i += 16;
+        }
+        while i < n {
+            out[i] = v[i].clamp(0.0, max) as u8;
+            i += 1;
+        }
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod row_tests {
+    fn have() -> bool {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+
+    #[test]
+    fn rows_match_scalar() {
+        if !have() {
+            return;
+        }
+        for cw in [1usize, 2, 5, 8, 9, 17, 40, 43] {
+            let h: Vec<f32> = (0..cw).map(|i| ((i * 37 % 11) as f32) - 3.0).collect();
+            let mut up = vec![0f32; 2 * cw];
+            // SAFETY: AVX2 and FMA were detected.
+            unsafe { super::rows::upsample_h(&h, &mut up) };
+            for i in 0..cw {
+                assert_eq!(up[2 * i], h[i]);
+                assert_eq!(up[2 * i + 1], 0.5 * (h[i] + h[(i + 1).min(cw - 1)]));
+            }
+            let mut down = vec![0f32; cw];
+            // SAFETY: as above.
+            unsafe { super::rows::downsample_h(&up, &mut down) };
+            for i in 0..cw {
+                let xm = (2 * i).saturating_sub(1);
+                let want = 0.25 * up[xm] + 0.5 * up[2 * i] + 0.25 * up[2 * i + 1];
+                assert!((down[i] - want).abs() < 1e-5, "cw={cw} i={i}");
+            }
+            let v: Vec<f32> = (0..2 * cw).map(|i| i as f32 * 13.7 - 40.0).collect();
+            let mut o = vec![0u8; 2 * cw];
+            // SAFETY: as above.
+            unsafe { super::rows::store_u8(&v, &mut o, 255.0) };
+            for (x, b) in v.iter().zip(&o) {
+                assert_eq!(*b, x.clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+}

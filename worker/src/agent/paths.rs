@@ -214,7 +214,12 @@ mod tests {
         std::fs::write(media.join("a.mkv"), b"x").unwrap();
         std::fs::write(other.join("secret.mkv"), b"x").unwrap();
         std::os::unix::fs::symlink(other.join("secret.mkv"), media.join("link.mkv")).unwrap();
-        let pol = PathPolicy::new(&[media.clone()], &[trans.clone()], false).unwrap();
+        let pol = PathPolicy::new(
+            std::slice::from_ref(&media),
+            std::slice::from_ref(&trans),
+            false,
+        )
+        .unwrap();
         let ok_in = media.join("a.mkv");
         let ok_in = ok_in.to_str().unwrap();
 
