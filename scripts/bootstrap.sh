@@ -16,6 +16,7 @@ PKGS=(
   build-essential pkg-config clang libclang-dev make
   libavcodec-dev libavformat-dev libavfilter-dev libavutil-dev libswscale-dev
   libswresample-dev libavdevice-dev ffmpeg protobuf-compiler curl ca-certificates
+  python3 python3-yaml python3-venv systemd
 )
 OPTIONAL_PKGS=(clang-19)
 PKGS+=(${EXTRA_PKGS:-})

@@ -7,5 +7,7 @@ if command -v cargo-nextest >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+# Deployment files (Swarm, Kubernetes, systemd, Grafana, docker mod) parse and pass their checks.
+scripts/validate-deploy.sh
 # Benchmarks must keep compiling even though CI does not time them.
 cargo bench --workspace --no-run

@@ -261,7 +261,21 @@ fn synthetic_plex_shapes() {
     assert_eq!(p.job.inputs[0].seek, Some(195.0));
     assert_eq!(p.job.inputs[0].decoders[1].value, "aac");
     assert!(p.needs.tonemap);
-    assert!(p.job.complex_filters[0].contains("[0]tonemap=mobius:desat=0[1]"));
+    // Plex's linear `[0:0]...[0];[0]tonemap=...[1]` graph becomes the mapped stream's own chain,
+    // so the engine runs ClusterPlex's tonemapper (not libavfilter's) on it.
+    assert!(p.job.complex_filters.iter().all(|g| !g.contains("tonemap")));
+    let v = p.job.outputs[0].settings_for(|s| s.is_all() || s.to_string() == "0");
+    assert!(
+        v.filter
+            .as_deref()
+            .is_some_and(|f| f.contains("tonemap=mobius:desat=0")),
+        "{v:?}"
+    );
+    assert!(
+        p.rewrites
+            .iter()
+            .any(|r| r.option.starts_with("-filter_complex"))
+    );
     assert!(matches!(
         &p.job.outputs[0].segmenting,
         Some(Segmenting::Segment {

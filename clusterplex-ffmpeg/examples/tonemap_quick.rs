@@ -40,6 +40,9 @@ fn main() {
     }
     let cpu_ms = (cpu_ticks() - cpu0) as f64 * 10.0 / times.len() as f64;
     times.sort_by(|a, b| a.total_cmp(b));
+    if std::env::args().any(|a| a == "--accuracy") {
+        accuracy(curve);
+    }
     println!(
         "{w}x{h} {curve} {}: median {:.1} fps, best {:.1} fps, {cpu_ms:.0} ms CPU/frame",
         st.implementation(),
@@ -59,4 +62,78 @@ fn cpu_ticks() -> u64 {
         .collect();
     // Fields 14 and 15 (utime, stime) are at 11 and 12 after the ")".
     f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+/// BT.2020 linear RGB in nits -> limited-range 10-bit PQ Y'CbCr.
+fn encode_pq(rgb: [f64; 3]) -> (u16, u16, u16) {
+    let pq = |n: f64| {
+        let p = (n.max(0.0) / 10000.0).powf(0.1593017578125);
+        ((0.8359375 + 18.8515625 * p) / (1.0 + 18.6875 * p)).powf(78.84375)
+    };
+    let [r, g, b] = rgb.map(pq);
+    let y = 0.2627 * r + 0.678 * g + 0.0593 * b;
+    let (cb, cr) = ((b - y) / 1.8814, (r - y) / 1.4746);
+    let q = |v: f64, o: f64, s: f64| (o + s * v).round().clamp(0.0, 1023.0) as u16;
+    (q(y, 64.0, 876.0), q(cb, 512.0, 896.0), q(cr, 512.0, 896.0))
+}
+
+/// Y PSNR and max |dY| of `cpu` against `reference` on the bench ramp and on saturated
+/// BT.2020 hue ramps (0.1 to 10000 nits), 8-bit NV12 out.
+fn accuracy(curve: &str) {
+    let (w, h) = (960, 540);
+    let ramp = OwnedImage::new_input(w, h, InputLayout::P010, |x, y| {
+        (
+            64 + (x * 876 / w) as u16,
+            512 + ((y * 160 / h) as u16),
+            592 - ((x * 160 / w) as u16),
+        )
+    });
+    let hues = OwnedImage::new_input(w, h, InputLayout::P010, |x, y| {
+        let hue = [
+            [1.0, 0.0, 0.0],
+            [0.0, 1.0, 0.0],
+            [0.0, 0.0, 1.0],
+            [1.0, 1.0, 0.0],
+            [0.0, 1.0, 1.0],
+            [1.0, 0.0, 1.0],
+            [1.0, 1.0, 1.0],
+            [1.0, 0.5, 0.2],
+        ][(y * 8 / h) % 8];
+        let nits = 0.1 * 1e5f64.powf(x as f64 / (w - 1) as f64);
+        encode_pq(hue.map(|c: f64| c * nits))
+    });
+    for (name, img) in [("ramp", &ramp), ("hues", &hues)] {
+        for desat in ["0", "2"] {
+            let mut outs = Vec::new();
+            for imp in ["cpu", "reference"] {
+                let o: TonemapOptions =
+                    format!("{curve}:impl={imp}:format=nv12:desat={desat}:peak=10")
+                        .parse()
+                        .expect("options");
+                let mut st = TonemapStage::new(&o).expect("stage");
+                let mut out = OwnedImage::new_output(w, h, OutputFormat::Nv12);
+                st.process_image(
+                    &img.src(InputLayout::P010),
+                    &mut out.dst(OutputFormat::Nv12),
+                    Signal::pq(),
+                )
+                .expect("tonemap");
+                outs.push(out);
+            }
+            let (a, b) = (&outs[0].planes[0][..w * h], &outs[1].planes[0][..w * h]);
+            let (mut se, mut md) = (0f64, 0i32);
+            for (p, q) in a.iter().zip(b) {
+                let d = *p as i32 - *q as i32;
+                se += (d * d) as f64;
+                md = md.max(d.abs());
+            }
+            let mse = se / (w * h) as f64;
+            let psnr = if mse == 0.0 {
+                f64::INFINITY
+            } else {
+                10.0 * (255.0f64 * 255.0 / mse).log10()
+            };
+            println!("accuracy {curve} {name} desat={desat}: Y PSNR {psnr:.1} dB, max |dY| {md}");
+        }
+    }
 }

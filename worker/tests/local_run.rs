@@ -149,3 +149,52 @@ fn sigint_cancels_cleanly_with_exit_130() {
     assert!(n > 0 && n < 200, "{n}");
     assert!(tk::decode_errors(&out).trim().is_empty());
 }
+
+/// HDR10 in, SDR out: both the `-vf tonemap=` form and Plex's `-filter_complex` form (which the
+/// parser turns into a per-stream chain) must run ClusterPlex's tonemapper and tag BT.709.
+#[test]
+fn tonemaps_hdr10_to_bt709_from_vf_and_plex_filter_complex() {
+    let src = tk::hevc_hdr10();
+    let dir = tempfile::tempdir().unwrap();
+    let forms: [&[&str]; 2] = [
+        &["-vf", "tonemap=bt2390"],
+        &[
+            "-filter_complex",
+            "[0:0]scale=w=320:h=180,format=p010,tonemap=mobius[0];[0]format=pix_fmts=yuv420p|nv12[1]",
+            "-map",
+            "[1]",
+        ],
+    ];
+    for (n, form) in forms.iter().enumerate() {
+        let out = dir.path().join(format!("out{n}.mp4"));
+        let o = worker()
+            .args(["--", "-i"])
+            .arg(&src)
+            .args(*form)
+            .args(["-c:v", "libx264", "-preset", "ultrafast", "-an"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{form:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let info = tk::probe(&out);
+        let v = info.video().expect("a video stream");
+        for (key, want) in [
+            ("codec_name", "h264"),
+            ("pix_fmt", "yuv420p"),
+            ("color_primaries", "bt709"),
+            ("color_transfer", "bt709"),
+            ("color_space", "bt709"),
+        ] {
+            assert_eq!(v[key].as_str(), Some(want), "{form:?}: {key} in {v}");
+        }
+        assert_eq!(
+            tk::count_frames(&out, "v:0"),
+            tk::count_frames(&src, "v:0"),
+            "{form:?}: every frame kept"
+        );
+    }
+}

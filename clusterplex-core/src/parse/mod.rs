@@ -1139,6 +1139,7 @@ impl Parser {
             return Err(JobError::NoOutputs);
         }
         rewrite::apply_inlineass(&mut self.job, &mut self.rewrites, &mut self.unsupported);
+        rewrite::inline_tonemap_graphs(&mut self.job, &mut self.rewrites);
         self.job.validate()?;
         let dialect = if self.plex {
             Dialect::Plex

@@ -355,3 +355,142 @@ mod tests {
         assert_eq!(escape_filter_value("it's"), "it\\\\\\'s");
     }
 }
+
+/// Turns each `-filter_complex` graph that contains `tonemap` and is really one linear chain
+/// (`[0:0]a,b[x];[x]c[y]` with `[y]` mapped once) into the equivalent per-stream filter of the
+/// mapped output stream (`-map 0:0 -filter:N a,b,c`). Plex sends its HDR chain this way; the
+/// engine runs ClusterPlex's tonemapper inside per-stream chains, whereas complex graphs go to
+/// libavfilter as they are (where `tonemap` would be FFmpeg's slow float filter). Graphs of any
+/// other shape are left alone.
+pub fn inline_tonemap_graphs(job: &mut Job, rewrites: &mut Vec<Rewrite>) {
+    let mut g = 0;
+    while g < job.complex_filters.len() {
+        let graph = job.complex_filters[g].clone();
+        match linear_chain(&graph).and_then(|c| inline_chain(job, c)) {
+            Some((output, stream)) => {
+                job.complex_filters.remove(g);
+                rewrites.push(Rewrite {
+                    option: format!("-filter_complex #{g}"),
+                    from: graph,
+                    to: format!("-filter:{stream} on output #{output}"),
+                    reason: "a linear graph with tonemap runs as a per-stream chain, so \
+                             ClusterPlex's tonemapper handles it"
+                        .into(),
+                });
+            }
+            None => g += 1,
+        }
+    }
+}
+
+/// A linear graph with a tonemap: (input file, stream specifier, filter chain, output label).
+struct LinearChain {
+    input: usize,
+    spec: StreamSpecifier,
+    chain: String,
+    label: String,
+}
+
+fn linear_chain(graph: &str) -> Option<LinearChain> {
+    let chains = parse_graph(graph);
+    if !chains.iter().flatten().any(|f| f.name == "tonemap") {
+        return None;
+    }
+    // Every chain: one input label on its first filter, one output label on its last, none
+    // in between.
+    let mut links: Vec<(String, String, Vec<FilterText>)> = Vec::new();
+    for chain in chains {
+        let (first, last) = (chain.first()?, chain.last()?);
+        let inner_labels = chain.iter().enumerate().any(|(i, f)| {
+            (i > 0 && !f.inputs.is_empty()) || (i + 1 < chain.len() && !f.outputs.is_empty())
+        });
+        if first.inputs.len() != 1 || last.outputs.len() != 1 || inner_labels {
+            return None;
+        }
+        links.push((first.inputs[0].clone(), last.outputs[0].clone(), chain));
+    }
+    // The head reads an input stream (`N:spec`); each next chain reads the previous output.
+    let head = links
+        .iter()
+        .position(|(i, _, _)| parse_stream_label(i).is_some())?;
+    let (input, spec) = parse_stream_label(&links[head].0)?;
+    let mut order = vec![links.remove(head)];
+    while !links.is_empty() {
+        let want = &order.last()?.1;
+        let next = links.iter().position(|(i, _, _)| i == want)?;
+        order.push(links.remove(next));
+    }
+    let label = order.last()?.1.clone();
+    let filters: Vec<String> = order
+        .into_iter()
+        .flat_map(|(_, _, chain)| chain)
+        .map(|mut f| {
+            f.inputs.clear();
+            f.outputs.clear();
+            f.render()
+        })
+        .collect();
+    Some(LinearChain {
+        input,
+        spec,
+        chain: filters.join(","),
+        label,
+    })
+}
+
+/// `0:0`, `0:v:0`, `0:#0x101` -> (file, specifier). A bare `0` is not a single stream.
+fn parse_stream_label(label: &str) -> Option<(usize, StreamSpecifier)> {
+    let (file, spec) = label.split_once(':')?;
+    let input = file.parse().ok()?;
+    let spec: StreamSpecifier = spec.parse().ok()?;
+    (spec.index.is_some() || spec.id.is_some()).then_some((input, spec))
+}
+
+/// Replaces the one map of `c.label` by a map of the input stream and gives that output stream
+/// the chain. Returns (output index, output stream index), or `None` when the label is not
+/// mapped exactly once or the stream's position in its output cannot be known before probing.
+fn inline_chain(job: &mut Job, c: LinearChain) -> Option<(usize, usize)> {
+    use crate::job::{ByStream, StreamSettings};
+    let is_label =
+        |m: &crate::job::StreamMap| matches!(&m.source, MapSource::Label(l) if *l == c.label);
+    let uses: Vec<(usize, usize)> = job
+        .outputs
+        .iter()
+        .enumerate()
+        .flat_map(|(o, out)| {
+            out.maps
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| is_label(m))
+                .map(move |(k, _)| (o, k))
+        })
+        .collect();
+    let &[(o, k)] = uses.as_slice() else {
+        return None;
+    };
+    let out = &mut job.outputs[o];
+    // Each earlier map must produce exactly one stream for `k` to be this stream's index.
+    let single = |m: &crate::job::StreamMap| {
+        !m.negative
+            && !m.optional
+            && match &m.source {
+                MapSource::Label(_) => true,
+                MapSource::Input { spec, .. } => spec.index.is_some() || spec.id.is_some(),
+            }
+    };
+    if out.maps[..k].iter().any(|m| !single(m)) || out.maps[k].negative {
+        return None;
+    }
+    out.maps[k].source = MapSource::Input {
+        input: c.input,
+        spec: c.spec,
+    };
+    out.streams.push(ByStream::new(
+        StreamSpecifier::index(k),
+        StreamSettings {
+            filter: Some(c.chain),
+            ..Default::default()
+        },
+    ));
+    Some((o, k))
+}
