@@ -296,66 +296,6 @@ fn subtitles_args(
     Ok(args)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rw(g: &str) -> String {
-        rewrite_graph(g, &Job::default()).0
-    }
-
-    #[test]
-    fn zscale_chain() {
-        let g = "[0:v]zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=hable:desat=0:peak=100,zscale=t=bt709:m=bt709:r=tv,format=yuv420p[v]";
-        assert_eq!(
-            rw(g),
-            "[0:v]tonemap=hable:desat=0:peak=100,format=yuv420p[v]"
-        );
-    }
-
-    #[test]
-    fn scaling_zscale_is_kept() {
-        let g =
-            "zscale=w=1280:h=720,zscale=t=linear,format=gbrpf32le,tonemap=mobius,format=yuv420p";
-        assert_eq!(rw(g), "zscale=w=1280:h=720,tonemap=mobius,format=yuv420p");
-    }
-
-    #[test]
-    fn cuda_and_opencl() {
-        assert_eq!(
-            rw(
-                "setparams=color_trc=smpte2084,scale_cuda=w=1920:h=800:format=p010,tonemap_cuda=format=yuv420p:p=bt709:t=bt709:m=bt709:tonemap=bt2390:peak=100:desat=0"
-            ),
-            "setparams=color_trc=smpte2084,scale_cuda=w=1920:h=800:format=p010,tonemap=bt2390:desat=0:peak=100,format=yuv420p"
-        );
-        assert_eq!(
-            rw(
-                "hwupload,tonemap_opencl=format=nv12:p=bt709:t=bt709:m=bt709:tonemap=hable:peak=100:desat=0:threshold=0.2,hwdownload,format=nv12"
-            ),
-            "tonemap=hable:desat=0:peak=100,format=nv12"
-        );
-    }
-
-    #[test]
-    fn plex_mobius_and_untouched_graphs() {
-        assert_eq!(
-            rw("[0:0]format=p010,tonemap=mobius[1]"),
-            "[0:0]tonemap=mobius[1]"
-        );
-        let plain = "[0:1] aresample=async=1:ochl='stereo':rematrix_maxval=0.000000dB:osr=96000[0]";
-        assert_eq!(rw(plain), plain);
-    }
-
-    #[test]
-    fn escaping_survives_two_levels() {
-        assert_eq!(
-            escape_filter_value("/a b/[x]:y,z"),
-            "/a b/\\[x\\]\\\\:y\\,z"
-        );
-        assert_eq!(escape_filter_value("it's"), "it\\\\\\'s");
-    }
-}
-
 /// Turns each `-filter_complex` graph that contains `tonemap` and is really one linear chain
 /// (`[0:0]a,b[x];[x]c[y]` with `[y]` mapped once) into the equivalent per-stream filter of the
 /// mapped output stream (`-map 0:0 -filter:N a,b,c`). Plex sends its HDR chain this way; the
@@ -493,4 +433,64 @@ fn inline_chain(job: &mut Job, c: LinearChain) -> Option<(usize, usize)> {
         },
     ));
     Some((o, k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rw(g: &str) -> String {
+        rewrite_graph(g, &Job::default()).0
+    }
+
+    #[test]
+    fn zscale_chain() {
+        let g = "[0:v]zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=hable:desat=0:peak=100,zscale=t=bt709:m=bt709:r=tv,format=yuv420p[v]";
+        assert_eq!(
+            rw(g),
+            "[0:v]tonemap=hable:desat=0:peak=100,format=yuv420p[v]"
+        );
+    }
+
+    #[test]
+    fn scaling_zscale_is_kept() {
+        let g =
+            "zscale=w=1280:h=720,zscale=t=linear,format=gbrpf32le,tonemap=mobius,format=yuv420p";
+        assert_eq!(rw(g), "zscale=w=1280:h=720,tonemap=mobius,format=yuv420p");
+    }
+
+    #[test]
+    fn cuda_and_opencl() {
+        assert_eq!(
+            rw(
+                "setparams=color_trc=smpte2084,scale_cuda=w=1920:h=800:format=p010,tonemap_cuda=format=yuv420p:p=bt709:t=bt709:m=bt709:tonemap=bt2390:peak=100:desat=0"
+            ),
+            "setparams=color_trc=smpte2084,scale_cuda=w=1920:h=800:format=p010,tonemap=bt2390:desat=0:peak=100,format=yuv420p"
+        );
+        assert_eq!(
+            rw(
+                "hwupload,tonemap_opencl=format=nv12:p=bt709:t=bt709:m=bt709:tonemap=hable:peak=100:desat=0:threshold=0.2,hwdownload,format=nv12"
+            ),
+            "tonemap=hable:desat=0:peak=100,format=nv12"
+        );
+    }
+
+    #[test]
+    fn plex_mobius_and_untouched_graphs() {
+        assert_eq!(
+            rw("[0:0]format=p010,tonemap=mobius[1]"),
+            "[0:0]tonemap=mobius[1]"
+        );
+        let plain = "[0:1] aresample=async=1:ochl='stereo':rematrix_maxval=0.000000dB:osr=96000[0]";
+        assert_eq!(rw(plain), plain);
+    }
+
+    #[test]
+    fn escaping_survives_two_levels() {
+        assert_eq!(
+            escape_filter_value("/a b/[x]:y,z"),
+            "/a b/\\[x\\]\\\\:y\\,z"
+        );
+        assert_eq!(escape_filter_value("it's"), "it\\\\\\'s");
+    }
 }
