@@ -928,60 +928,25 @@ fn check_positive(option: &str, v: f64) -> Result<(), JobError> {
     }
 }
 
-/// Output pad labels (`[name]` after the last filter of a chain) declared in complex graphs.
-/// Labels that are consumed as inputs later in the same graph are not outputs.
+/// Output pad labels declared in complex graphs and not consumed inside the same graph: the
+/// labels `-map [name]` can refer to.
 pub fn declared_output_labels(graphs: &[String]) -> Vec<String> {
     let mut outs = Vec::new();
     for g in graphs {
-        let mut inputs_used = Vec::new();
-        let mut declared = Vec::new();
-        for chain in g.split(';') {
-            let chain = chain.trim();
-            // Leading labels are inputs, trailing labels are outputs.
-            let (lead, rest) = take_labels(chain);
-            inputs_used.extend(lead);
-            let rev: String = rest.chars().rev().collect();
-            let (trail_rev, _) = take_labels_rev(&rev);
-            declared.extend(trail_rev);
-        }
-        for d in declared {
-            if !inputs_used.contains(&d) {
-                outs.push(d);
-            }
-        }
+        let filters: Vec<_> = crate::parse::filters::parse_graph(g)
+            .into_iter()
+            .flatten()
+            .collect();
+        let used: Vec<&String> = filters.iter().flat_map(|f| &f.inputs).collect();
+        outs.extend(
+            filters
+                .iter()
+                .flat_map(|f| &f.outputs)
+                .filter(|l| !used.contains(l))
+                .cloned(),
+        );
     }
     outs
-}
-
-fn take_labels(s: &str) -> (Vec<String>, &str) {
-    let mut labels = Vec::new();
-    let mut rest = s.trim_start();
-    while let Some(stripped) = rest.strip_prefix('[') {
-        match stripped.find(']') {
-            Some(end) => {
-                labels.push(stripped[..end].to_string());
-                rest = stripped[end + 1..].trim_start();
-            }
-            None => break,
-        }
-    }
-    (labels, rest)
-}
-
-fn take_labels_rev(rev: &str) -> (Vec<String>, &str) {
-    let mut labels = Vec::new();
-    let mut rest = rev.trim_start();
-    while let Some(stripped) = rest.strip_prefix(']') {
-        match stripped.find('[') {
-            Some(end) => {
-                labels.push(stripped[..end].chars().rev().collect());
-                rest = stripped[end + 1..].trim_start();
-            }
-            None => break,
-        }
-    }
-    labels.reverse();
-    (labels, rest)
 }
 
 #[cfg(test)]
