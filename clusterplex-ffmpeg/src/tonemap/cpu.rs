@@ -4,10 +4,13 @@
 //! - non-linear -> linear: a 16385-entry table indexed by the rounded R'/G'/B' code;
 //! - the curve as a ratio f(s)/s, the BT.1886 inverse and the HLG OOTF as "log-domain" tables
 //!   indexed by the float's exponent and top mantissa bits (128 bins per octave, linearly
-//!   interpolated; small enough to stay in L1, and continuous so ramps stay monotonic);
-//! - everything else is straight f32 arithmetic in short passes over 64-pixel chunks, which the
-//!   compiler vectorises; the whole row pipeline is compiled once per SIMD level
-//!   (`#[target_feature]`) and picked at run time;
+//!   interpolated; small enough to stay in L1, and continuous so ramps stay monotonic); under
+//!   AVX2 the BT.1886 inverse is computed instead (`fastmath`), as are the chroma resampling
+//!   rows and the 8-bit stores;
+//! - everything else is straight f32 arithmetic in short passes over 256-pixel chunks, which the
+//!   compiler vectorises (passes beat one fused kernel here: independent gathers overlap); the
+//!   whole row pipeline is compiled once per SIMD level (`#[target_feature]`) and picked at run
+//!   time;
 //! - rows are split into bands processed on scoped threads.
 
 // Index loops over several parallel arrays are the clearest form of the vectorisable passes.
@@ -15,6 +18,8 @@
 
 use std::sync::Arc;
 
+#[cfg(target_arch = "x86_64")]
+use super::fastmath::rows;
 use super::image::{DstImage, InputLayout, SrcImage, Transfer, bayer8, out_range};
 use super::math::*;
 use super::{Mode, OutputFormat, Params, reference};
@@ -96,8 +101,7 @@ impl SimdLevel {
     }
 }
 
-const CHUNK: usize = 64;
-const FUSED: bool = false;
+const CHUNK: usize = 256;
 const LIN_STEPS: f32 = 16384.0;
 const LIN_SIZE: usize = 32768; // 0..2 in steps of 1/16384; a power of two so a mask removes bounds checks
 /// Linear values are capped here (1e6 nits) so f32 stays finite for wild overshoots.
@@ -414,12 +418,22 @@ fn band_body<const GATHER: bool>(
             s.half_b[i] = 0.75 * s.c0b[i] + 0.25 * s.c1b[i];
             s.half_r[i] = 0.75 * s.c0r[i] + 0.25 * s.c1r[i];
         }
-        for i in 0..cw {
-            let i1 = (i + 1).min(cw - 1);
-            s.cb[2 * i] = s.half_b[i];
-            s.cr[2 * i] = s.half_r[i];
-            s.cb[2 * i + 1] = 0.5 * (s.half_b[i] + s.half_b[i1]);
-            s.cr[2 * i + 1] = 0.5 * (s.half_r[i] + s.half_r[i1]);
+        #[cfg(target_arch = "x86_64")]
+        if GATHER {
+            // SAFETY: GATHER is only true in code compiled for and dispatched to AVX2+FMA CPUs.
+            unsafe {
+                rows::upsample_h(&s.half_b, &mut s.cb[..2 * cw]);
+                rows::upsample_h(&s.half_r, &mut s.cr[..2 * cw]);
+            }
+        }
+        if !(cfg!(target_arch = "x86_64") && GATHER) {
+            for i in 0..cw {
+                let i1 = (i + 1).min(cw - 1);
+                s.cb[2 * i] = s.half_b[i];
+                s.cr[2 * i] = s.half_r[i];
+                s.cb[2 * i + 1] = 0.5 * (s.half_b[i] + s.half_b[i1]);
+                s.cr[2 * i + 1] = 0.5 * (s.half_r[i] + s.half_r[i1]);
+            }
         }
         // 2. The pixel chain, chunk by chunk.
         let mut x0 = 0;
@@ -449,16 +463,26 @@ fn band_body<const GATHER: bool>(
                     s.oy[x] = ooy + osy * s.oy[x] + 0.5;
                 }
             }
-            store_row(dst.format, out, &s.oy, omax, 1);
+            store_row(dst.format, out, &s.oy, omax, GATHER);
         }
         // 4. Horizontal chroma downsample [1/4, 1/2, 1/4] at even columns.
         let slot = row % 4;
         let (rb, rr) = (&mut s.ring_b[slot], &mut s.ring_r[slot]);
-        for i in 0..cw {
-            let xm = (2 * i).saturating_sub(1);
-            let xp = 2 * i + 1;
-            rb[i] = 0.25 * s.ocb[xm] + 0.5 * s.ocb[2 * i] + 0.25 * s.ocb[xp];
-            rr[i] = 0.25 * s.ocr[xm] + 0.5 * s.ocr[2 * i] + 0.25 * s.ocr[xp];
+        #[cfg(target_arch = "x86_64")]
+        if GATHER {
+            // SAFETY: as for the upsampling.
+            unsafe {
+                rows::downsample_h(&s.ocb[..2 * cw], rb);
+                rows::downsample_h(&s.ocr[..2 * cw], rr);
+            }
+        }
+        if !(cfg!(target_arch = "x86_64") && GATHER) {
+            for i in 0..cw {
+                let xm = (2 * i).saturating_sub(1);
+                let xp = 2 * i + 1;
+                rb[i] = 0.25 * s.ocb[xm] + 0.5 * s.ocb[2 * i] + 0.25 * s.ocb[xp];
+                rr[i] = 0.25 * s.ocr[xm] + 0.5 * s.ocr[2 * i] + 0.25 * s.ocr[xp];
+            }
         }
         // 5. Vertical [1/8, 3/8, 3/8, 1/8] over rows 2j-1..2j+2 once they are all done.
         while next_j < j1 && (2 * next_j + 2 <= row || row == h - 1) {
@@ -470,21 +494,16 @@ fn band_body<const GATHER: bool>(
                 (2 * jj + 2).min(h - 1),
             ];
             let [a, b, c, d] = rows.map(|r| r % 4);
-            for i in 0..cw {
-                s.half_b[i] = ooc
-                    + osc
-                        * (0.125 * s.ring_b[a][i]
-                            + 0.375 * s.ring_b[b][i]
-                            + 0.375 * s.ring_b[c][i]
-                            + 0.125 * s.ring_b[d][i])
-                    + 0.5;
-                s.half_r[i] = ooc
-                    + osc
-                        * (0.125 * s.ring_r[a][i]
-                            + 0.375 * s.ring_r[b][i]
-                            + 0.375 * s.ring_r[c][i]
-                            + 0.125 * s.ring_r[d][i])
-                    + 0.5;
+            for (ring, out) in [(&s.ring_b, &mut s.half_b), (&s.ring_r, &mut s.half_r)] {
+                let (ra, rb, rc, rd) = (
+                    &ring[a][..cw],
+                    &ring[b][..cw],
+                    &ring[c][..cw],
+                    &ring[d][..cw],
+                );
+                for ((((o, a), b), c), d) in out[..cw].iter_mut().zip(ra).zip(rb).zip(rc).zip(rd) {
+                    *o = ooc + osc * (0.125 * a + 0.375 * b + 0.375 * c + 0.125 * d) + 0.5;
+                }
             }
             let lj = jj - j0;
             if dst.format.is_semiplanar() {
@@ -493,12 +512,12 @@ fn band_body<const GATHER: bool>(
                     s.oy[2 * i + 1] = s.half_r[i];
                 }
                 let out = &mut dst.planes[1][lj * dst.strides[1]..];
-                store_row(dst.format, out, &s.oy[..w], omax, 1);
+                store_row(dst.format, out, &s.oy[..w], omax, GATHER);
             } else {
                 let out = &mut dst.planes[1][lj * dst.strides[1]..];
-                store_row(dst.format, out, &s.half_b, omax, 1);
+                store_row(dst.format, out, &s.half_b, omax, GATHER);
                 let out = &mut dst.planes[2][lj * dst.strides[2]..];
-                store_row(dst.format, out, &s.half_r, omax, 1);
+                store_row(dst.format, out, &s.half_r, omax, GATHER);
             }
             next_j += 1;
         }
@@ -508,8 +527,13 @@ fn band_body<const GATHER: bool>(
 
 /// Quantises (floor, clamp) and stores a row of values in the output format.
 #[inline(always)]
-fn store_row(format: OutputFormat, out: &mut [u8], v: &[f32], max: f32, _step: usize) {
+fn store_row(format: OutputFormat, out: &mut [u8], v: &[f32], max: f32, simd: bool) {
     match format {
+        #[cfg(target_arch = "x86_64")]
+        OutputFormat::Yuv420p | OutputFormat::Nv12 if simd => {
+            // SAFETY: `simd` is only true in code compiled for and dispatched to AVX2+FMA CPUs.
+            unsafe { rows::store_u8(v, out, max) }
+        }
         OutputFormat::Yuv420p | OutputFormat::Nv12 => {
             let out = &mut out[..v.len()];
             for (o, x) in out.iter_mut().zip(v) {
@@ -579,8 +603,7 @@ fn inv_gamma_pass<const GATHER: bool>(t: &Tables, v: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::super::fastmath::avx2::inv_gamma8;
-    use super::{BT2020_TO_BT709, LIN_SIZE, LIN_STEPS, LOG_SHIFT, LogLut, Tables};
+    use super::{LIN_SIZE, LIN_STEPS, LOG_SHIFT, LogLut};
     use std::arch::x86_64::*;
 
     #[target_feature(enable = "avx2,fma")]
@@ -604,130 +627,6 @@ mod avx2 {
         for x in chunks.into_remainder() {
             *x = lin[super::lin_index(*x) as usize];
         }
-    }
-
-    /// `LogLut::lerp` on 8 lanes.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn lerp8(lut: &LogLut, x: __m256) -> __m256 {
-        let tab = lut.v.as_ptr();
-        let d = _mm256_sub_epi32(_mm256_castps_si256(x), _mm256_set1_epi32(lut.base));
-        let raw = _mm256_srai_epi32::<{ LOG_SHIFT as i32 }>(d);
-        let last = _mm256_set1_epi32(lut.last);
-        let i = _mm256_max_epi32(_mm256_min_epi32(raw, last), _mm256_setzero_si256());
-        let f = _mm256_mul_ps(
-            _mm256_cvtepi32_ps(_mm256_and_si256(d, _mm256_set1_epi32((1 << LOG_SHIFT) - 1))),
-            _mm256_set1_ps(1.0 / (1 << LOG_SHIFT) as f32),
-        );
-        let neg = _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_setzero_si256(), d));
-        let over = _mm256_castsi256_ps(_mm256_cmpgt_epi32(raw, last));
-        let f = _mm256_blendv_ps(f, _mm256_setzero_ps(), neg);
-        let f = _mm256_blendv_ps(f, _mm256_set1_ps(1.0), over);
-        // SAFETY: indices are clamped to 0..=last and last + 1 < LOG_SIZE (the table length),
-        // so both gathers stay inside the table.
-        unsafe {
-            let a = _mm256_i32gather_ps::<4>(tab, i);
-            let b = _mm256_i32gather_ps::<4>(tab.add(1), i);
-            _mm256_fmadd_ps(f, _mm256_sub_ps(b, a), a)
-        }
-    }
-
-    /// Non-linear -> linear table lookup on 8 lanes.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn lin8(lin: &[f32; LIN_SIZE], x: __m256) -> __m256 {
-        let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_setzero_ps()), _mm256_set1_ps(1.99));
-        let i = _mm256_cvttps_epi32(_mm256_fmadd_ps(
-            x,
-            _mm256_set1_ps(LIN_STEPS),
-            _mm256_set1_ps(0.5),
-        ));
-        // SAFETY: indices are in 0..=1.99*LIN_STEPS+0.5 < LIN_SIZE, the table's length.
-        unsafe { _mm256_i32gather_ps::<4>(lin.as_ptr(), i) }
-    }
-
-    /// The whole `mode=max` chain (PQ or any transfer without the HLG OOTF) in registers,
-    /// 8 pixels at a time. Returns how many pixels it did (a multiple of 8); the caller does
-    /// the rest.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn kernel_max(
-        t: &Tables,
-        y: &[f32],
-        cb: &[f32],
-        cr: &[f32],
-        oy: &mut [f32],
-        ocb: &mut [f32],
-        ocr: &mut [f32],
-    ) -> usize {
-        let n = y.len().min(cb.len()).min(cr.len());
-        let n = n.min(oy.len()).min(ocb.len()).min(ocr.len()) & !7;
-        let m = BT2020_TO_BT709.map(|row| row.map(|v| _mm256_set1_ps(v as f32)));
-        let c = |v: f32| _mm256_set1_ps(v);
-        let desat = t.params.desat as f32;
-        let mut i = 0;
-        while i < n {
-            // SAFETY: i + 8 <= n, which is at most every slice's length.
-            let (yv, bv, rv) = unsafe {
-                (
-                    _mm256_loadu_ps(y.as_ptr().add(i)),
-                    _mm256_loadu_ps(cb.as_ptr().add(i)),
-                    _mm256_loadu_ps(cr.as_ptr().add(i)),
-                )
-            };
-            let r = _mm256_fmadd_ps(rv, c(1.4746), yv);
-            let b = _mm256_fmadd_ps(bv, c(1.8814), yv);
-            let g = _mm256_mul_ps(
-                _mm256_fnmadd_ps(b, c(0.0593), _mm256_fnmadd_ps(r, c(0.2627), yv)),
-                c(1.0 / 0.678),
-            );
-            let (r, g, b) = (lin8(&t.lin, r), lin8(&t.lin, g), lin8(&t.lin, b));
-            let mat = |k: usize| {
-                _mm256_fmadd_ps(
-                    m[k][0],
-                    r,
-                    _mm256_fmadd_ps(m[k][1], g, _mm256_mul_ps(m[k][2], b)),
-                )
-            };
-            let (mut r, mut g, mut b) = (mat(0), mat(1), mat(2));
-            if desat > 0.0 {
-                let luma = _mm256_fmadd_ps(
-                    c(0.2627),
-                    r,
-                    _mm256_fmadd_ps(c(0.678), g, _mm256_mul_ps(c(0.0593), b)),
-                );
-                let ob = _mm256_div_ps(
-                    _mm256_max_ps(_mm256_sub_ps(luma, c(desat)), c(1e-6)),
-                    _mm256_max_ps(luma, c(1e-6)),
-                );
-                r = _mm256_fmadd_ps(ob, _mm256_sub_ps(luma, r), r);
-                g = _mm256_fmadd_ps(ob, _mm256_sub_ps(luma, g), g);
-                b = _mm256_fmadd_ps(ob, _mm256_sub_ps(luma, b), b);
-            }
-            let sig = _mm256_max_ps(_mm256_max_ps(r, g), _mm256_max_ps(b, c(1e-6)));
-            let k = lerp8(&t.ratio, sig);
-            let r = inv_gamma8(_mm256_mul_ps(r, k));
-            let g = inv_gamma8(_mm256_mul_ps(g, k));
-            let b = inv_gamma8(_mm256_mul_ps(b, k));
-            let yy = _mm256_fmadd_ps(
-                c(0.2126),
-                r,
-                _mm256_fmadd_ps(c(0.7152), g, _mm256_mul_ps(c(0.0722), b)),
-            );
-            // SAFETY: as for the loads.
-            unsafe {
-                _mm256_storeu_ps(oy.as_mut_ptr().add(i), yy);
-                _mm256_storeu_ps(
-                    ocb.as_mut_ptr().add(i),
-                    _mm256_mul_ps(_mm256_sub_ps(b, yy), c(1.0 / 1.8556)),
-                );
-                _mm256_storeu_ps(
-                    ocr.as_mut_ptr().add(i),
-                    _mm256_mul_ps(_mm256_sub_ps(r, yy), c(1.0 / 1.5748)),
-                );
-            }
-            i += 8;
-        }
-        n
     }
 
     #[target_feature(enable = "avx2,fma")]
@@ -775,40 +674,8 @@ mod avx2 {
 }
 
 /// The per-pixel chain over one chunk: BT.2020 Y'CbCr (normalised) in, BT.709 Y' and Cb/Cr out.
-/// Under AVX2, `mode=max` without the HLG OOTF (the common case) runs fused in registers.
 #[inline(always)]
 fn kernel_chunk<const GATHER: bool>(
-    t: &Tables,
-    y: &[f32],
-    cb: &[f32],
-    cr: &[f32],
-    oy: &mut [f32],
-    ocb: &mut [f32],
-    ocr: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if FUSED && GATHER && t.ootf.is_none() && t.params.mode == Mode::Max {
-        // SAFETY: as in `lin_pass`.
-        let done = unsafe { avx2::kernel_max(t, y, cb, cr, oy, ocb, ocr) };
-        if done < y.len() {
-            kernel_chunk_passes::<GATHER>(
-                t,
-                &y[done..],
-                &cb[done..],
-                &cr[done..],
-                &mut oy[done..],
-                &mut ocb[done..],
-                &mut ocr[done..],
-            );
-        }
-        return;
-    }
-    kernel_chunk_passes::<GATHER>(t, y, cb, cr, oy, ocb, ocr)
-}
-
-/// [`kernel_chunk`] as short passes over the chunk (every mode and transfer).
-#[inline(always)]
-fn kernel_chunk_passes<const GATHER: bool>(
     t: &Tables,
     y: &[f32],
     cb: &[f32],
