@@ -79,6 +79,19 @@ fn drv(context: &str, e: impl std::fmt::Debug) -> Error {
 }
 
 impl TmParams {
+    /// The parameter block for a host source image and destination image.
+    pub fn for_images(p: &Params, src: &SrcImage, dst: &DstImage) -> Result<Self> {
+        Self::new(
+            p,
+            src.width,
+            src.height,
+            src.layout,
+            src.strides,
+            dst.format,
+            dst.strides,
+        )
+    }
+
     /// Builds the parameter block; `None` when the kernel does not implement the mode.
     pub fn new(
         p: &Params,
@@ -169,15 +182,7 @@ unsafe extern "C" {
 pub fn run_kernel_on_host(src: &SrcImage, dst: &mut DstImage, p: &Params) -> Result<()> {
     src.validate()?;
     dst.validate(src.width, src.height)?;
-    let tp = TmParams::new(
-        p,
-        src.width,
-        src.height,
-        src.layout,
-        src.strides,
-        dst.format,
-        dst.strides,
-    )?;
+    let tp = TmParams::for_images(p, src, dst)?;
     // SAFETY: both images were validated above: every plane the kernel touches holds at least
     // `stride * (rows - 1) + row_bytes` bytes for the given layout/format, and the kernel only
     // addresses samples inside width x height (planes it does not use are never read/written).
@@ -351,15 +356,7 @@ impl CudaTonemapper {
 
     /// Host planes in, host planes out (copies to and from the device).
     pub fn run_host(&mut self, src: &SrcImage, dst: &mut DstImage, p: &Params) -> Result<()> {
-        let tp = TmParams::new(
-            p,
-            src.width,
-            src.height,
-            src.layout,
-            src.strides,
-            dst.format,
-            dst.strides,
-        )?;
+        let tp = TmParams::for_images(p, src, dst)?;
         self.ctx.bind_to_thread().map_err(|e| drv("cuda bind", e))?;
         let mut bufs: Vec<u64> = Vec::with_capacity(6);
         let res = (|| -> Result<()> {
@@ -537,15 +534,7 @@ impl CudaTonemapper {
         src.validate()?;
         let mut out = super::image::OwnedImage::new_output(src.width, src.height, format);
         let dst = out.dst(format);
-        let tp = TmParams::new(
-            p,
-            src.width,
-            src.height,
-            src.layout,
-            src.strides,
-            format,
-            dst.strides,
-        )?;
+        let tp = TmParams::for_images(p, src, &dst)?;
         let (w, h) = (src.width, src.height);
         let in_bytes = w * h * 2 + w * h; // 10-bit 4:2:0: Y + UV, 2 bytes each
         let out_bytes = if format.is_10bit() {
