@@ -88,33 +88,12 @@ pub fn h264_aac(width: u32, height: u32, secs: f64) -> PathBuf {
 /// Like [`h264_aac`] with a chosen frame rate.
 pub fn h264_aac_fps(width: u32, height: u32, secs: f64, fps: u32) -> PathBuf {
     let v = format!("testsrc2=size={width}x{height}:rate={fps}");
-    let a = "sine=frequency=440:sample_rate=48000".to_string();
-    let t = format!("{secs}");
     let g = format!("{fps}");
-    generate(
-        &format!("h264-aac-{width}x{height}-{fps}"),
-        "mp4",
+    let args = lavfi_h264_aac(
+        &v,
+        secs,
+        "ultrafast",
         &[
-            "-f",
-            "lavfi",
-            "-i",
-            &v,
-            "-f",
-            "lavfi",
-            "-i",
-            &a,
-            "-t",
-            &t,
-            "-map",
-            "0:v",
-            "-map",
-            "1:a",
-            "-ac",
-            "2",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
             "-pix_fmt",
             "yuv420p",
             "-g",
@@ -126,48 +105,58 @@ pub fn h264_aac_fps(width: u32, height: u32, secs: f64, fps: u32) -> PathBuf {
             "-movflags",
             "+faststart",
         ],
+    );
+    generate(
+        &format!("h264-aac-{width}x{height}-{fps}"),
+        "mp4",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
     )
 }
 
 /// The bench source: 1080p25 H.264 (x264 medium-ish quality, like a real file) + AAC.
 pub fn h264_aac_1080p(secs: f64) -> PathBuf {
-    let t = format!("{secs}");
+    let args = lavfi_h264_aac(
+        "testsrc2=size=1920x1080:rate=25",
+        secs,
+        "veryfast",
+        &[
+            "-b:v", "8M", "-pix_fmt", "yuv420p", "-g", "50", "-c:a", "aac", "-b:a", "128k",
+        ],
+    );
     generate(
         "h264-aac-1080p",
         "mp4",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1920x1080:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-t",
-            &t,
-            "-map",
-            "0:v",
-            "-map",
-            "1:a",
-            "-ac",
-            "2",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-b:v",
-            "8M",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "50",
-            "-c:a",
-            "aac",
-            "-b:a",
-            "128k",
-        ],
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
     )
+}
+
+/// Arguments for an H.264 + stereo AAC clip from a lavfi `video` source and a 440 Hz tone,
+/// `secs` long, x264 at `preset`; `tail` adds rate control, audio and container flags.
+fn lavfi_h264_aac(video: &str, secs: f64, preset: &str, tail: &[&str]) -> Vec<String> {
+    let t = format!("{secs}");
+    let head = [
+        "-f",
+        "lavfi",
+        "-i",
+        video,
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        &t,
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-ac",
+        "2",
+        "-c:v",
+        "libx264",
+        "-preset",
+        preset,
+    ];
+    head.iter().chain(tail).map(|a| a.to_string()).collect()
 }
 
 /// HEVC Main10 HDR10 (PQ, BT.2020) with mastering-display and MaxCLL/MaxFALL SEI, 2 s,
