@@ -36,4 +36,6 @@ pub enum JobError {
     BadBool { name: String, value: String },
     #[error("setting {name}: {reason}")]
     BadSetting { name: String, reason: String },
+    #[error("output #{output} is a single file, so the job cannot resume mid-way: it must restart")]
+    NotResumable { output: usize },
 }

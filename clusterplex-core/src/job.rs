@@ -901,6 +901,51 @@ impl Job {
         Ok(())
     }
 
+    /// A copy of this segmented job that carries on from segment number `next_segment`, which
+    /// begins `elapsed` seconds of media after the point where this job started (the end of the
+    /// last segment already on disk minus the start of the first). Used to resume a session on
+    /// another transcoder after a worker is lost, the way Plex itself restarts a transcode on a
+    /// seek: the inputs seek further (accurately, so the first new frame is the boundary), the
+    /// segment numbering and `-skip_to_segment` continue, and the output timestamps stay
+    /// continuous (with `-copyts` they follow the input; otherwise `-itsoffset` shifts them).
+    /// Outputs that are one file cannot be resumed: they must restart.
+    pub fn resume_at(&self, next_segment: u64, elapsed: f64) -> Result<Job, JobError> {
+        check_time("resume position", Some(elapsed))?;
+        let mut job = self.clone();
+        for (o, out) in job.outputs.iter_mut().enumerate() {
+            match &mut out.segmenting {
+                Some(Segmenting::Segment { start_number, .. })
+                | Some(Segmenting::Hls { start_number, .. })
+                | Some(Segmenting::Dash {
+                    start_number,
+                    single_file: false,
+                    ..
+                }) => *start_number = next_segment,
+                _ => return Err(JobError::NotResumable { output: o }),
+            }
+            if let Some(d) = out.duration.as_mut() {
+                *d = (*d - elapsed).max(0.0);
+            }
+        }
+        if elapsed > 0.0 {
+            let copyts = job.timestamps.copyts;
+            for input in &mut job.inputs {
+                input.seek = Some(input.seek.unwrap_or(0.0) + elapsed);
+                input.accurate_seek = true;
+                if let Some(d) = input.duration.as_mut() {
+                    *d = (*d - elapsed).max(0.0);
+                }
+                if !copyts {
+                    input.ts_offset = Some(input.ts_offset.unwrap_or(0.0) + elapsed);
+                }
+            }
+        }
+        if job.plex.skip_to_segment.is_some() {
+            job.plex.skip_to_segment = Some(next_segment);
+        }
+        Ok(job)
+    }
+
     /// Every input index that any output or graph reads (for path checks and probing).
     pub fn input_urls(&self) -> impl Iterator<Item = &str> {
         self.inputs.iter().map(|i| i.url.as_str())
@@ -1070,6 +1115,60 @@ mod tests {
             declared_output_labels(&g),
             vec!["small".to_string(), "big".to_string()]
         );
+    }
+
+    #[test]
+    fn resume_continues_numbering_and_seeks_past_written_segments() {
+        let mut job = Job::default();
+        let mut input = Input::new("/media/a.mkv");
+        input.seek = Some(30.0);
+        job.inputs.push(input);
+        let mut out = Output::new("dash", Some("dash"));
+        out.segmenting = Some(Segmenting::Dash {
+            seg_duration: 4.0,
+            start_number: 8,
+            init_seg_name: None,
+            media_seg_name: None,
+            manifest_target: None,
+            window_size: None,
+            use_template: None,
+            use_timeline: None,
+            single_file: false,
+            time_delta: None,
+            delete_removed: None,
+            break_non_keyframes: false,
+        });
+        job.outputs.push(out);
+        job.plex.skip_to_segment = Some(8);
+
+        // Segments 8..=10 are on disk (12 s): carry on with 11 at 30 + 12 s.
+        let r = job.resume_at(11, 12.0).unwrap();
+        assert_eq!(r.inputs[0].seek, Some(42.0));
+        assert!(r.inputs[0].accurate_seek);
+        assert_eq!(r.inputs[0].ts_offset, Some(12.0));
+        assert_eq!(r.plex.skip_to_segment, Some(11));
+        assert!(matches!(
+            r.outputs[0].segmenting,
+            Some(Segmenting::Dash {
+                start_number: 11,
+                ..
+            })
+        ));
+
+        // With -copyts the timestamps follow the input: no extra offset.
+        job.timestamps.copyts = true;
+        assert_eq!(job.resume_at(11, 12.0).unwrap().inputs[0].ts_offset, None);
+
+        // Nothing written yet: the same job, numbering unchanged.
+        let same = job.resume_at(8, 0.0).unwrap();
+        assert_eq!(same.inputs, job.inputs);
+
+        job.outputs.push(Output::new("out.mp4", None));
+        assert!(matches!(
+            job.resume_at(11, 12.0),
+            Err(JobError::NotResumable { output: 1 })
+        ));
+        assert!(job.resume_at(11, f64::NAN).is_err());
     }
 
     #[test]
