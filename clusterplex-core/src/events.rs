@@ -51,6 +51,25 @@ pub struct SegmentInfo {
     pub end: f64,
 }
 
+/// One probed input stream, as Plex's `stream` / `streamDetail` callbacks describe it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct InputStream {
+    /// Input index in the job.
+    pub input: usize,
+    /// Stream index within that input.
+    pub index: usize,
+    /// Container stream id (MPEG-TS PID, Matroska track number), 0 when the container has none.
+    pub id: u64,
+    /// `video`, `audio`, `subtitle`, ...
+    pub kind: String,
+    /// Codec name as libavcodec names it (`hevc`, `aac`).
+    pub codec: String,
+    /// The remaining `streamDetail` keys in order (`width`, `height`, `channels`, `language`,
+    /// `disp_default`...), values already formatted as the transcoder prints them.
+    #[serde(default)]
+    pub details: Vec<(String, String)>,
+}
+
 /// Events a job emits while it runs, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -61,6 +80,10 @@ pub enum JobEvent {
         duration: Option<f64>,
         /// Size of the first output video stream.
         video_size: Option<(u32, u32)>,
+        /// Every audio and video stream of every input, as probed (Plex's `stream` and
+        /// `streamDetail` callbacks are made from these).
+        #[serde(default)]
+        input_streams: Vec<InputStream>,
     },
     Progress(Progress),
     SegmentWritten(SegmentInfo),

@@ -14,7 +14,7 @@ use tonic::{
 
 use crate::{
     capability::{Capabilities, CapabilityNeeds},
-    events::{JobEvent, JobSummary, LogLevel, Progress, RunError, SegmentInfo},
+    events::{InputStream, JobEvent, JobSummary, LogLevel, Progress, RunError, SegmentInfo},
     job::Job,
 };
 
@@ -251,10 +251,29 @@ pub fn event_to_pb(ev: &JobEvent) -> Event {
         JobEvent::Started {
             duration,
             video_size,
+            input_streams,
         } => Event::Started(pb::Started {
             duration: *duration,
             video_width: video_size.map(|s| s.0),
             video_height: video_size.map(|s| s.1),
+            input_streams: input_streams
+                .iter()
+                .map(|s| pb::InputStream {
+                    input: u32::try_from(s.input).unwrap_or(u32::MAX),
+                    index: u32::try_from(s.index).unwrap_or(u32::MAX),
+                    id: s.id,
+                    kind: s.kind.clone(),
+                    codec: s.codec.clone(),
+                    details: s
+                        .details
+                        .iter()
+                        .map(|(key, value)| pb::Detail {
+                            key: key.clone(),
+                            value: value.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
         }),
         JobEvent::Progress(p) => Event::Progress(p.into()),
         JobEvent::SegmentWritten(s) => Event::Segment(pb::SegmentWritten {
@@ -294,6 +313,22 @@ pub fn event_from_pb(ev: &Event) -> Option<JobEvent> {
         Event::Started(s) => JobEvent::Started {
             duration: s.duration,
             video_size: s.video_width.zip(s.video_height),
+            input_streams: s
+                .input_streams
+                .iter()
+                .map(|i| InputStream {
+                    input: i.input as usize,
+                    index: i.index as usize,
+                    id: i.id,
+                    kind: i.kind.clone(),
+                    codec: i.codec.clone(),
+                    details: i
+                        .details
+                        .iter()
+                        .map(|d| (d.key.clone(), d.value.clone()))
+                        .collect(),
+                })
+                .collect(),
         },
         Event::Progress(p) => JobEvent::Progress(p.into()),
         Event::Segment(s) => JobEvent::SegmentWritten(SegmentInfo {
@@ -402,6 +437,17 @@ mod tests {
             JobEvent::Started {
                 duration: Some(2.0),
                 video_size: Some((320, 180)),
+                input_streams: vec![InputStream {
+                    input: 0,
+                    index: 1,
+                    id: 2,
+                    kind: "audio".into(),
+                    codec: "aac".into(),
+                    details: vec![
+                        ("channels".into(), "6".into()),
+                        ("language".into(), "eng".into()),
+                    ],
+                }],
             },
             JobEvent::Progress(Progress {
                 frames: 3,

@@ -233,6 +233,7 @@ impl PlexReporter {
             JobEvent::Started {
                 duration,
                 video_size,
+                ..
             } => {
                 if let Ok(mut d) = self.shared.duration.lock() {
                     *d = *duration;

@@ -81,6 +81,7 @@ async fn feed_dash(reporter: &PlexReporter, dir: &Path, target: &str, skip: u64,
     reporter.on_event(&JobEvent::Started {
         duration: Some(40.0),
         video_size: Some((320, 180)),
+        input_streams: Vec::new(),
     });
     std::fs::write(dir.join("init-stream0.m4s"), b"init").unwrap();
     std::fs::write(dir.join("init-stream1.m4s"), b"init").unwrap();
@@ -413,6 +414,7 @@ async fn wrong_token_is_rejected_and_not_retried() {
     reporter.on_event(&JobEvent::Started {
         duration: Some(2.0),
         video_size: None,
+        input_streams: Vec::new(),
     });
     let stats = reporter.finish(true).await;
     let rec = pms.shutdown().await;
@@ -437,6 +439,7 @@ async fn can_throttle_is_honoured_in_the_speed_key() {
     reporter.on_event(&JobEvent::Started {
         duration: Some(10.0),
         video_size: None,
+        input_streams: Vec::new(),
     });
     let p = |t: f64| {
         JobEvent::Progress(Progress {

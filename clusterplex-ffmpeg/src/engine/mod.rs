@@ -266,6 +266,7 @@ impl<'e> Run<'e> {
         (run.events)(JobEvent::Started {
             duration: run.duration,
             video_size,
+            input_streams: Vec::new(),
         });
         Ok(run)
     }
