@@ -246,6 +246,11 @@ def check_docker():
     text = (DOCKER / "Dockerfile").read_text(encoding="utf-8")
     for s in ("scripts/bootstrap.sh", "scripts/cross-aarch64.sh", "scripts/build-ffmpeg.sh"):
         check(s in text, f"docker/Dockerfile: build uses {s} (as CI does)")
+    # ...and every script a RUN step calls is one that CI itself runs (make test / ci-platform).
+    ci = "".join((ROOT / f).read_text(encoding="utf-8")
+                 for f in ("Makefile", "scripts/test.sh", "scripts/ci-platform.sh") if (ROOT / f).is_file())
+    for script in sorted(set(re.findall(r"(scripts/[\w./-]+\.sh)", text))):
+        check(script in ci, f"docker/Dockerfile: {script} is also run by CI (Makefile or scripts/ci-platform.sh)")
     mod = DOCKER / "dockermod"
     check_dockerfile(mod / "Dockerfile", [])
     svc = mod / "root/etc/s6-overlay/s6-rc.d/init-mod-plex-clusterplex-shim"
