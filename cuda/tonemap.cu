@@ -1,7 +1,7 @@
 // HDR -> SDR tonemapping kernel: one thread per 2x2 luma block (one output chroma sample).
 // Same math as clusterplex-ffmpeg/src/tonemap/reference.rs, in f32: zimg chroma siting,
 // BT.2020 Y'CbCr -> R'G'B' -> linear (PQ or HLG) -> curve (max/rgb/lum) -> BT.1886 inverse ->
-// BT.709 Y'CbCr. Each thread evaluates the 4x3 pixel neighbourhood its chroma taps need.
+// BT.709 Y'CbCr (mode itp: curve on ICtCp intensity). Each thread evaluates the 4x3 pixel neighbourhood its chroma taps need.
 // The parameter block layout must match `TmParams` in src/tonemap/cuda.rs.
 #include "tonemap_compat.h"
 
@@ -13,7 +13,7 @@ struct TmParams {
     int out_stride[3];
     int transfer;    // 0 = PQ, 1 = HLG
     int curve;       // 0 clip, 1 linear, 2 gamma, 3 reinhard, 4 hable, 5 mobius, 6 bt2390
-    int mode;        // 0 max, 1 rgb, 2 lum
+    int mode;        // 0 max, 1 rgb, 2 lum, 3 itp
     int dither;
     float in_y_off, in_y_scale, in_c_scale;
     float peak, param, k0, k1, k2, target_nits, desat;
@@ -32,6 +32,13 @@ TM_DEV float pq_eotf(float e) {  // -> nits; extrapolated above 1 like zimg, cap
     float num = tm_max(p - PQ_C1, 0.0f);
     float den = tm_max(PQ_C2 - PQ_C3 * p, 1e-30f);
     return tm_min(10000.0f * tm_pow(num / den, 1.0f / PQ_M1), 1e6f);
+}
+
+TM_DEV float pq_eotf_ext(float e) {  // -> nits, without the input clamp (ICtCp inverse)
+    float p = tm_pow(tm_max(e, 0.0f), 1.0f / PQ_M2);
+    float num = tm_max(p - PQ_C1, 0.0f);
+    float den = tm_max(PQ_C2 - PQ_C3 * p, 1e-30f);
+    return 10000.0f * tm_pow(num / den, 1.0f / PQ_M1);
 }
 
 TM_DEV float pq_inv(float nits) {
@@ -83,6 +90,50 @@ TM_DEV float compress_distance(float d, float lim, float thr) {
 TM_DEV float gamut1(float ach, float c, float lim, float thr) {
     float d = compress_distance((ach - c) / ach, lim, thr);
     return tm_min(tm_max(ach - d * ach, 0.0f), 1.0f);
+}
+
+// Parabolic gamut compression towards the achromatic axis, then a clip to 0..1 (lum and itp).
+TM_DEV void gamut_compress(float* r7, float* g7, float* b7) {
+    float ach = tm_max(*r7, tm_max(*g7, *b7));
+    if (ach <= 0.0f) {
+        *r7 = *g7 = *b7 = 0.0f;
+    } else {
+        *r7 = gamut1(ach, *r7, 1.147f, 0.815f);
+        *g7 = gamut1(ach, *g7, 1.264f, 0.803f);
+        *b7 = gamut1(ach, *b7, 1.312f, 0.880f);
+    }
+}
+
+// mode=itp: linear BT.2020 (1.0 = 100 nits) -> ICtCp (BT.2100), the curve on the intensity I in
+// linear light, Ct/Cp scaled by min(I'/I, I/I') (and pulled towards white above `desat`), back to
+// linear BT.2020 and then BT.709 with gamut compression. Same steps as reference.rs.
+TM_DEV void tonemap_itp(const TmParams& p, float r, float g, float b, float* r7, float* g7, float* b7) {
+    r = tm_max(r, 0.0f) * 100.0f;
+    g = tm_max(g, 0.0f) * 100.0f;
+    b = tm_max(b, 0.0f) * 100.0f;
+    float l = pq_inv((1688.0f * r + 2146.0f * g + 262.0f * b) / 4096.0f);
+    float m = pq_inv((683.0f * r + 2951.0f * g + 462.0f * b) / 4096.0f);
+    float s = pq_inv((99.0f * r + 309.0f * g + 3688.0f * b) / 4096.0f);
+    float i = 0.5f * (l + m);
+    float ct = (6610.0f * l - 13613.0f * m + 7003.0f * s) / 4096.0f;
+    float cp = (17933.0f * l - 17390.0f * m - 543.0f * s) / 4096.0f;
+    float out = curve(p, pq_eotf(i) * 0.01f);
+    float i2 = pq_inv(out * 100.0f);
+    float cs = (i > 1e-9f && i2 > 1e-9f) ? tm_min(i2 / i, i / i2) : 0.0f;
+    if (p.desat > 0.0f) cs *= 1.0f / (1.0f + tm_max(out - p.desat, 0.0f));
+    ct *= cs;
+    cp *= cs;
+    // Inverse ICtCp and inverse LMS matrices (numerical inverses of the BT.2100 ones).
+    float l2 = pq_eotf_ext(i2 + 0.0086090370f * ct + 0.1110296250f * cp);
+    float m2 = pq_eotf_ext(i2 - 0.0086090370f * ct - 0.1110296250f * cp);
+    float s2 = pq_eotf_ext(i2 + 0.5600313357f * ct - 0.3206271750f * cp);
+    r = (3.4366066943f * l2 - 2.5064521187f * m2 + 0.0698454243f * s2) * 0.01f;
+    g = (-0.7913295556f * l2 + 1.9836004518f * m2 - 0.1922708962f * s2) * 0.01f;
+    b = (-0.0259498997f * l2 - 0.0989137147f * m2 + 1.1248636144f * s2) * 0.01f;
+    *r7 = 1.6604910021f * r - 0.5876411388f * g - 0.0728498633f * b;
+    *g7 = -0.1245504745f * r + 1.1328998971f * g - 0.0083494226f * b;
+    *b7 = -0.0181507634f * r - 0.1005788980f * g + 1.1187296614f * b;
+    gamut_compress(r7, g7, b7);
 }
 
 TM_DEV int load16(const tm_u8* base, int off) {
@@ -160,14 +211,9 @@ TM_DEV void tm_pixel(const TmParams& p, const tm_u8* in0, const tm_u8* in1, cons
         float l = tm_max(0.2126f * r7 + 0.7152f * g7 + 0.0722f * b7, 1e-6f);
         float k = curve(p, l) / l;
         r7 *= k; g7 *= k; b7 *= k;
-        float ach = tm_max(r7, tm_max(g7, b7));
-        if (ach <= 0.0f) {
-            r7 = g7 = b7 = 0.0f;
-        } else {
-            r7 = gamut1(ach, r7, 1.147f, 0.815f);
-            g7 = gamut1(ach, g7, 1.264f, 0.803f);
-            b7 = gamut1(ach, b7, 1.312f, 0.880f);
-        }
+        gamut_compress(&r7, &g7, &b7);
+    } else if (p.mode == 3) {
+        tonemap_itp(p, r, g, b, &r7, &g7, &b7);
     } else {
         if (p.desat > 0.0f) {
             float luma = 0.2627f * r7 + 0.678f * g7 + 0.0593f * b7;

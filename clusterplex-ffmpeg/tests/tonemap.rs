@@ -267,9 +267,6 @@ fn saturated_primaries_stay_in_range() {
     let img = stress_image(96, 48, InputLayout::P010);
     for which in all_impls() {
         for mode in ["max", "rgb", "lum", "itp"] {
-            if which == Which::KernelOnHost && mode == "itp" {
-                continue; // not implemented on cuda (documented)
-            }
             for o in all_curves_opts(&format!("mode={mode}:peak=100")) {
                 let out = run(which, &o, &img, InputLayout::P010, Signal::pq());
                 // max-RGB with a curve that does not saturate (as in FFmpeg) may exceed SDR white
@@ -334,7 +331,7 @@ fn compare_all(img: &OwnedImage, layout: InputLayout, signal: Signal, extra: &st
         Curve::Bt2390,
         Curve::Linear,
     ] {
-        for mode in ["max", "rgb", "lum"] {
+        for mode in ["max", "rgb", "lum", "itp"] {
             let o = opts(&format!("{}:mode={mode}:{extra}", c.name()));
             let r = run(Which::Reference, &o, img, layout, signal);
             let ry = plane(&r, o.format, 0);

@@ -38,6 +38,7 @@ fn main() {
             "bt2390",
             "mobius:format=nv12",
             "bt2390:mode=lum",
+            "bt2390:mode=itp",
         ] {
             let o: TonemapOptions = spec.parse().expect("static options");
             let p = Params::new(&o, Signal::pq());

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 #[cfg(target_arch = "x86_64")]
 use super::fastmath::rows;
+use super::fastmax::MaxTables;
 use super::image::{DstImage, InputLayout, SrcImage, Transfer, bayer8, out_range};
 use super::math::*;
 use super::{Mode, OutputFormat, Params, reference};
@@ -166,6 +167,8 @@ struct Tables {
     gamma: LogLut,
     /// HLG: 10 * Ys^(gamma-1).
     ootf: Option<LogLut>,
+    /// The fused default path (PQ, mode=max), used for 8-bit output.
+    fast: Option<MaxTables>,
 }
 
 impl Tables {
@@ -193,6 +196,12 @@ impl Tables {
             ratio,
             gamma,
             ootf,
+            // Only the AVX2 kernel uses these tables.
+            fast: if cfg!(target_arch = "x86_64") {
+                MaxTables::new(p, OutputFormat::Yuv420p)
+            } else {
+                None
+            },
         }
     }
 }
@@ -322,10 +331,11 @@ struct Scratch {
     ocr: Vec<f32>,
     half_b: Vec<f32>,
     half_r: Vec<f32>,
-    c0b: Vec<f32>,
-    c0r: Vec<f32>,
-    c1b: Vec<f32>,
-    c1r: Vec<f32>,
+    /// Converted chroma rows, slot j % 3 holds row `crow[j % 3]`: each input chroma row is
+    /// converted once per band, not once for each of the four luma rows that use it.
+    cb_rows: [Vec<f32>; 3],
+    cr_rows: [Vec<f32>; 3],
+    crow: [usize; 3],
     /// Horizontally downsampled output chroma of the last 4 luma rows (ring by row % 4).
     ring_b: [Vec<f32>; 4],
     ring_r: [Vec<f32>; 4],
@@ -383,14 +393,16 @@ fn band_body<const GATHER: bool>(
         ocr: mk(w),
         half_b: mk(cw),
         half_r: mk(cw),
-        c0b: mk(cw),
-        c0r: mk(cw),
-        c1b: mk(cw),
-        c1r: mk(cw),
+        cb_rows: [mk(cw), mk(cw), mk(cw)],
+        cr_rows: [mk(cw), mk(cw), mk(cw)],
+        crow: [usize::MAX; 3],
         ring_b: [mk(cw), mk(cw), mk(cw), mk(cw)],
         ring_r: [mk(cw), mk(cw), mk(cw), mk(cw)],
     };
     let ten = dst.format.is_10bit();
+    // The fused path only under AVX2: at the other levels the passes below measured about twice
+    // as fast (they auto-vectorise; per-pixel table lookups without gathers do not).
+    let fast = t.fast.as_ref().filter(|_| !ten && GATHER);
     let row_first = (2 * j0).saturating_sub(1);
     let row_last = (2 * j1 + 1).min(h - 1);
     let mut next_j = j0;
@@ -402,9 +414,11 @@ fn band_body<const GATHER: bool>(
         } else {
             0
         };
-        for x in 0..w {
-            let v = (u16::from_le_bytes([yb[2 * x], yb[2 * x + 1]]) >> shift) & 0x3ff;
-            s.y[x] = (v as f32 - yo) * iys;
+        if fast.is_none() {
+            for x in 0..w {
+                let v = (u16::from_le_bytes([yb[2 * x], yb[2 * x + 1]]) >> shift) & 0x3ff;
+                s.y[x] = (v as f32 - yo) * iys;
+            }
         }
         let j = row / 2;
         let jn = if row % 2 == 1 {
@@ -412,11 +426,18 @@ fn band_body<const GATHER: bool>(
         } else {
             j.saturating_sub(1)
         };
-        load_chroma_row(src, j, cs, &mut s.c0b, &mut s.c0r);
-        load_chroma_row(src, jn, cs, &mut s.c1b, &mut s.c1r);
+        for jj in [j, jn] {
+            let k = jj % 3;
+            if s.crow[k] != jj {
+                load_chroma_row(src, jj, cs, &mut s.cb_rows[k], &mut s.cr_rows[k]);
+                s.crow[k] = jj;
+            }
+        }
+        let (c0b, c0r) = (&s.cb_rows[j % 3][..cw], &s.cr_rows[j % 3][..cw]);
+        let (c1b, c1r) = (&s.cb_rows[jn % 3][..cw], &s.cr_rows[jn % 3][..cw]);
         for i in 0..cw {
-            s.half_b[i] = 0.75 * s.c0b[i] + 0.25 * s.c1b[i];
-            s.half_r[i] = 0.75 * s.c0r[i] + 0.25 * s.c1r[i];
+            s.half_b[i] = 0.75 * c0b[i] + 0.25 * c1b[i];
+            s.half_r[i] = 0.75 * c0r[i] + 0.25 * c1r[i];
         }
         #[cfg(target_arch = "x86_64")]
         if GATHER {
@@ -435,8 +456,26 @@ fn band_body<const GATHER: bool>(
                 s.cr[2 * i + 1] = 0.5 * (s.half_r[i] + s.half_r[i1]);
             }
         }
-        // 2. The pixel chain, chunk by chunk.
-        let mut x0 = 0;
+        // 2. The pixel chain: fused per pixel, or chunk by chunk in passes.
+        if let Some(f) = fast {
+            let round: [f32; 8] = if p.dither {
+                std::array::from_fn(|x| bayer8(x, row))
+            } else {
+                [0.5; 8]
+            };
+            #[cfg(target_arch = "x86_64")]
+            if GATHER {
+                // SAFETY: GATHER is only true in code compiled for and dispatched to AVX2+FMA CPUs.
+                unsafe {
+                    f.row_avx2(
+                        yb, shift, &s.cb, &s.cr, &round, &mut s.oy, &mut s.ocb, &mut s.ocr,
+                    )
+                };
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = (f, round);
+        }
+        let mut x0 = if fast.is_some() { w } else { 0 };
         while x0 < w {
             let x1 = (x0 + CHUNK).min(w);
             kernel_chunk::<GATHER>(
@@ -454,7 +493,9 @@ fn band_body<const GATHER: bool>(
         if row >= 2 * j0 && row < 2 * j1 {
             let lr = row - 2 * j0;
             let out = &mut dst.planes[0][lr * dst.strides[0]..];
-            if p.dither {
+            if fast.is_some() {
+                // The fused kernel already produced rounded (or dithered) codes.
+            } else if p.dither {
                 for x in 0..w {
                     s.oy[x] = ooy + osy * s.oy[x] + bayer8(x, row);
                 }

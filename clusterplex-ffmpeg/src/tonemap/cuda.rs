@@ -92,7 +92,7 @@ impl TmParams {
         )
     }
 
-    /// Builds the parameter block; `None` when the kernel does not implement the mode.
+    /// Builds the parameter block (errors when the frame is too large for i32 indexing).
     pub fn new(
         p: &Params,
         width: usize,
@@ -106,11 +106,7 @@ impl TmParams {
             Mode::Max => 0,
             Mode::Rgb => 1,
             Mode::Lum => 2,
-            Mode::Itp => {
-                return Err(Error::Unsupported(
-                    "tonemap mode=itp is not implemented on cuda".into(),
-                ));
-            }
+            Mode::Itp => 3,
         };
         let curve = match p.tone.curve {
             Curve::Clip => 0,
@@ -625,6 +621,7 @@ pub fn check_against_reference(width: usize, height: usize) -> Result<Vec<CheckR
         "reinhard:peak=10",
         "mobius:desat=0:peak=10:format=nv12",
         "bt2390:mode=lum",
+        "bt2390:mode=itp:desat=1",
         "bt2390:mode=rgb:format=p010",
         "hable:dither=1:peak=40",
     ] {

@@ -14,6 +14,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod curve;
 mod fastmath;
+mod fastmax;
 mod frame;
 pub mod image;
 pub mod math;
