@@ -708,3 +708,353 @@ fn tonemap_in_a_simple_chain_is_split_out() {
     assert_eq!(f["color_primaries"], "bt709", "{f}");
     assert_eq!(tk::count_frames(&target, "v:0"), 50);
 }
+
+#[test]
+fn started_lists_every_input_audio_and_video_stream() {
+    // Video, stereo `eng` and 5.1 `fre` AAC, and an ASS track (not listed: Plex only reports
+    // audio and video).
+    let src = tk::multi_audio_ass_mkv(1.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = Output::new(dir.path().join("o.mkv").to_string_lossy(), Some("matroska"));
+    out.maps.push(map(0, "v:0"));
+    out.streams.push(set("v", copy()));
+    let evs = ok(&job(&src, out));
+    let Some(JobEvent::Started { input_streams, .. }) = evs.first() else {
+        panic!("first event is Started: {evs:?}");
+    };
+    let kinds: Vec<(&str, &str, usize)> = input_streams
+        .iter()
+        .map(|s| (s.kind.as_str(), s.codec.as_str(), s.index))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("video", "h264", 0),
+            ("audio", "aac", 1),
+            ("audio", "aac", 2)
+        ]
+    );
+    let probe = tk::probe(&src);
+    let get = |s: &clusterplex_core::events::InputStream, k: &str| {
+        s.details
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    let v = &input_streams[0];
+    assert_eq!(v.input, 0);
+    // libavformat's Matroska demuxer exposes no stream id (ffprobe shows none either).
+    assert_eq!(v.id, 0);
+    assert!(probe.video().unwrap().get("id").is_none());
+    assert_eq!(get(v, "width").as_deref(), Some("320"));
+    assert_eq!(get(v, "height").as_deref(), Some("180"));
+    assert_eq!(get(v, "frameRate").as_deref(), Some("25.000"));
+    assert_eq!(get(v, "interlaced").as_deref(), Some("0"));
+    let pv = probe.video().unwrap();
+    assert_eq!(get(v, "profile").as_deref(), pv["profile"].as_str());
+    assert_eq!(get(v, "level"), Some(pv["level"].to_string()));
+    // Keys come in the contract's order.
+    let order = [
+        "bitrate",
+        "profile",
+        "language",
+        "width",
+        "height",
+        "interlaced",
+        "sar",
+        "level",
+        "frameRate",
+        "closedCaptions",
+        "channels",
+        "layout",
+        "sampleRate",
+        "bitDepth",
+        "disp_default",
+        "disp_forced",
+    ];
+    for s in input_streams {
+        let pos: Vec<usize> = s
+            .details
+            .iter()
+            .map(|(k, _)| order.iter().position(|o| o == k).unwrap())
+            .collect();
+        assert!(pos.windows(2).all(|w| w[0] < w[1]), "{:?}", s.details);
+    }
+    let (a0, a1) = (&input_streams[1], &input_streams[2]);
+    assert_eq!(get(a0, "language").as_deref(), Some("eng"));
+    assert_eq!(get(a0, "channels").as_deref(), Some("2"));
+    assert_eq!(get(a0, "layout").as_deref(), Some("stereo"));
+    assert_eq!(get(a0, "sampleRate").as_deref(), Some("48000"));
+    assert_eq!(get(a0, "profile").as_deref(), Some("LC"));
+    assert_eq!(get(a1, "language").as_deref(), Some("fre"));
+    assert_eq!(get(a1, "channels").as_deref(), Some("6"));
+    assert_eq!(get(a1, "layout").as_deref(), Some("5.1"));
+    // ffmpeg marks the first track of each type default in Matroska.
+    let pa = probe.of_type("audio");
+    for (s, p) in [(a0, pa[0]), (a1, pa[1])] {
+        assert_eq!(
+            get(s, "disp_default"),
+            Some(p["disposition"]["default"].to_string())
+        );
+        assert_eq!(get(s, "disp_forced").as_deref(), Some("0"));
+    }
+}
+
+fn segment_out(target: &str, format: &str, time: f64, list: Option<SegmentList>) -> Output {
+    let mut out = Output::new(target, Some("segment"));
+    out.segmenting = Some(Segmenting::Segment {
+        segment_time: time,
+        start_number: 0,
+        segment_format: Some(format.into()),
+        list,
+        header_filename: None,
+        time_delta: None,
+        format_options: Default::default(),
+    });
+    out
+}
+
+fn plex_list(size: u32) -> SegmentList {
+    SegmentList {
+        target: "http://127.0.0.1:32400/video/:/transcode/session/s/j/manifest".into(),
+        kind: SegmentListType::Csv,
+        size,
+        separate_stream_times: true,
+        unfinished: true,
+    }
+}
+
+#[test]
+fn segment_header_file_and_plex_csv_list() {
+    // Plex's HLS shape: Matroska segments, one header file, a CSV list with per-stream end
+    // times and the unfinished row, re-sent for a window of 5.
+    let src = tk::h264_aac(320, 180, 3.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = segment_out("media-%05d.mkv", "matroska", 1.0, Some(plex_list(5)));
+    out.streams.push(set("v", enc("libx264")));
+    out.streams.push(set("a", enc("aac")));
+    if let Some(Segmenting::Segment {
+        header_filename, ..
+    }) = &mut out.segmenting
+    {
+        *header_filename = Some("header".into());
+    }
+    let mut j = job(&src, out);
+    j.working_dir = Some(dir.path().to_path_buf());
+    let evs = ok(&j);
+    // The header holds the EBML header once; segments start with a Cluster and no header.
+    let header = std::fs::read(dir.path().join("header")).unwrap();
+    assert_eq!(&header[..4], &[0x1a, 0x45, 0xdf, 0xa3]);
+    let mut all = header.clone();
+    for n in 0..3 {
+        let seg = std::fs::read(dir.path().join(format!("media-{n:05}.mkv"))).unwrap();
+        assert_eq!(&seg[..4], &[0x1f, 0x43, 0xb6, 0x75], "segment {n}");
+        all.extend(seg);
+    }
+    let joined = dir.path().join("joined.mkv");
+    std::fs::write(&joined, all).unwrap();
+    assert_eq!(tk::count_frames(&joined, "v:0"), 75);
+    // The header is not a segment.
+    let segs = segments(&evs);
+    assert_eq!(segs.iter().map(|s| s.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+    let m = manifests(&evs);
+    assert!(m.iter().all(|x| x.0.starts_with("http://127.0.0.1:32400/")));
+    // While running: finished rows with 5 columns, then the segment in progress with `#`.
+    let first = &m[0].1;
+    let rows: Vec<&str> = first.lines().collect();
+    assert_eq!(rows.len(), 2, "{first}");
+    assert!(rows[1].starts_with("#media-00001.mkv,"), "{first}");
+    let cols: Vec<f64> = rows[0]
+        .strip_prefix("media-00000.mkv,")
+        .unwrap()
+        .split(',')
+        .map(|c| c.parse().unwrap())
+        .collect();
+    assert_eq!(cols.len(), 4, "{first}");
+    let (start, end, end_a, end_v) = (cols[0], cols[1], cols[2], cols[3]);
+    assert!(start.abs() < 1e-6 && (end - 1.0).abs() < 0.05, "{first}");
+    // Video ends where the next segment's keyframe starts; AAC frames (21.3 ms) end near it.
+    assert!((end_v - end).abs() < 0.005, "{first}");
+    assert!((end_a - end).abs() < 0.05, "{first}");
+    let in_progress: Vec<&str> = rows[1].split(',').collect();
+    assert_eq!(in_progress.len(), 5);
+    assert!((in_progress[1].parse::<f64>().unwrap() - end).abs() < 1e-6);
+    // The final list: every segment, no unfinished row, marked last; the same row values as
+    // before (rows are re-sent unchanged).
+    let (_, last_body, last) = m.last().unwrap();
+    assert!(*last);
+    let rows: Vec<&str> = last_body.lines().collect();
+    assert_eq!(rows.len(), 3, "{last_body}");
+    assert!(
+        rows.iter()
+            .all(|r| !r.starts_with('#') && r.split(',').count() == 5)
+    );
+    assert_eq!(rows[0], first.lines().next().unwrap());
+    let last_cols: Vec<f64> = rows[2]
+        .split(',')
+        .skip(1)
+        .map(|c| c.parse().unwrap())
+        .collect();
+    assert!((last_cols[3] - 3.0).abs() < 0.05, "{last_body}");
+}
+
+#[test]
+fn plex_csv_list_of_subtitles_has_no_stream_ends() {
+    // Plex's DASH subtitle side-output: ASS segments with a header, 5-column rows of -1.
+    let src = tk::multi_audio_ass_mkv(3.0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = segment_out("sub-chunk-%05d", "ass", 1.0, Some(plex_list(5)));
+    out.maps.push(map(0, "s:0"));
+    out.streams.push(set("s", enc("ass")));
+    if let Some(Segmenting::Segment {
+        header_filename, ..
+    }) = &mut out.segmenting
+    {
+        *header_filename = Some("sub-header".into());
+    }
+    let mut j = job(&src, out);
+    j.working_dir = Some(dir.path().to_path_buf());
+    let evs = ok(&j);
+    let header = std::fs::read_to_string(dir.path().join("sub-header")).unwrap();
+    assert!(header.contains("[Script Info]"), "{header}");
+    let m = manifests(&evs);
+    let (_, body, last) = m.last().unwrap();
+    assert!(*last);
+    for row in body.lines() {
+        assert!(row.ends_with(",-1,-1"), "{body}");
+    }
+    for n in 0..body.lines().count() {
+        let chunk = dir.path().join(format!("sub-chunk-{n:05}"));
+        assert!(
+            !std::fs::read_to_string(&chunk)
+                .unwrap()
+                .contains("[Script Info]")
+        );
+    }
+}
+
+#[test]
+fn segment_time_delta_cuts_at_a_keyframe_just_before_the_boundary() {
+    // Keyframes at 0, 0.96 and 1.96 s (one frame early); stream copy keeps them.
+    let src = tk::generate(
+        "early-keyframes",
+        "mkv",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x90:rate=25",
+            "-t",
+            "3",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "1000",
+            "-force_key_frames",
+            "0,0.96,1.96",
+        ],
+    );
+    let run_with = |delta: Option<f64>| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = segment_out("m-%03d.mkv", "matroska", 1.0, None);
+        out.streams.push(set("v", copy()));
+        if let Some(Segmenting::Segment { time_delta, .. }) = &mut out.segmenting {
+            *time_delta = delta;
+        }
+        let mut j = job(&src, out);
+        j.working_dir = Some(dir.path().to_path_buf());
+        ok(&j);
+        tk::count_frames(&dir.path().join("m-000.mkv"), "v:0")
+    };
+    assert_eq!(run_with(Some(0.0625)), 24, "cut at 0.96 s");
+    assert_eq!(
+        run_with(None),
+        49,
+        "without the delta the next keyframe is 1.96 s"
+    );
+}
+
+fn dash_out(window: Option<u32>, delete_removed: Option<bool>) -> Output {
+    let mut out = Output::new("dash", Some("dash"));
+    out.segmenting = Some(Segmenting::Dash {
+        seg_duration: 1.0,
+        start_number: 1,
+        init_seg_name: Some("init-stream$RepresentationID$.m4s".into()),
+        media_seg_name: Some("chunk-stream$RepresentationID$-$Number%05d$.m4s".into()),
+        manifest_target: None,
+        window_size: window,
+        use_template: None,
+        use_timeline: None,
+        single_file: false,
+        time_delta: None,
+        delete_removed,
+        break_non_keyframes: false,
+    });
+    out.format_options
+        .insert("extra_window_size".into(), "1".into());
+    out
+}
+
+#[test]
+fn dash_delete_removed_false_keeps_old_segments_true_deletes_them() {
+    let src = tk::h264_aac(160, 90, 4.0);
+    let chunks = |delete: Option<bool>| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = dash_out(Some(1), delete);
+        out.maps.push(map(0, "v:0"));
+        out.streams.push(set("v", copy()));
+        let mut j = job(&src, out);
+        j.working_dir = Some(dir.path().to_path_buf());
+        let evs = ok(&j);
+        assert_eq!(segments(&evs).len(), 4);
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("chunk-"))
+            .collect();
+        names.sort();
+        names
+    };
+    let all: Vec<String> = (1..=4)
+        .map(|n| format!("chunk-stream0-{n:05}.m4s"))
+        .collect();
+    assert_eq!(chunks(Some(false)), all);
+    // window 1 + extra_window_size 1: FFmpeg keeps the last two on disk.
+    assert_eq!(chunks(Some(true)), all[2..].to_vec());
+    assert_eq!(chunks(None), all[2..].to_vec());
+}
+
+#[test]
+fn dash_time_delta_is_honoured_when_encoding_and_refused_with_copied_video() {
+    let src = tk::h264_aac(160, 90, 2.0);
+    let with_delta = |video: StreamSettings| {
+        let mut out = dash_out(None, Some(false));
+        if let Some(Segmenting::Dash { time_delta, .. }) = &mut out.segmenting {
+            *time_delta = Some(0.0625);
+        }
+        out.maps.push(map(0, "v:0"));
+        out.streams.push(set("v", video));
+        out
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut j = job(&src, with_delta(copy()));
+    j.working_dir = Some(dir.path().to_path_buf());
+    let (r, _) = run(&j);
+    let e = r.unwrap_err();
+    assert_eq!(e.stage(), "unsupported", "{e}");
+    assert!(e.to_string().contains("-time_delta"), "{e}");
+    let mut j = job(&src, with_delta(enc("libx264")));
+    j.working_dir = Some(dir.path().to_path_buf());
+    let evs = ok(&j);
+    // Keyframes forced on the boundaries: every chunk is exactly one second.
+    assert_eq!(segments(&evs).len(), 2);
+    for n in 1..=2 {
+        let mut cat = std::fs::read(dir.path().join("init-stream0.m4s")).unwrap();
+        cat.extend(std::fs::read(dir.path().join(format!("chunk-stream0-{n:05}.m4s"))).unwrap());
+        let joined = dir.path().join("joined.mp4");
+        std::fs::write(&joined, cat).unwrap();
+        assert_eq!(tk::count_frames(&joined, "v:0"), 25);
+    }
+}

@@ -4,6 +4,8 @@
 //! transcoder ran, and with 143 / 130 after SIGTERM / SIGINT (cancelling the remote job or
 //! killing the local child first).
 
+pub mod guard;
+pub mod probe;
 pub mod remote;
 pub mod settings;
 
@@ -16,7 +18,7 @@ use clusterplex_core::plan::{OperatingMode, Placement, Plan, plan_args};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
-pub use remote::{GrpcRunner, RemoteOutcome, RemoteRunner};
+pub use remote::{GrpcRunner, RemoteOutcome, RemoteRunner, Resume};
 pub use settings::Settings;
 
 /// Exit status for a shim that could not do anything useful (no transcoder ran).
@@ -76,11 +78,18 @@ async fn run_local(
     args: &[String],
     signals: &mut Signals,
 ) -> Result<i32, Interrupted> {
-    let mut child = match tokio::process::Command::new(program)
-        .args(args)
+    let spawned = guard::guarded_command(program, args)
         .kill_on_drop(true)
         .spawn()
-    {
+        .or_else(|e| {
+            // The shim's own binary may be gone (replaced during an upgrade): run unguarded.
+            warn!("cannot start the transcoder guard ({e}); starting the transcoder directly");
+            tokio::process::Command::new(program)
+                .args(args)
+                .kill_on_drop(true)
+                .spawn()
+        });
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => {
             error!(program = %program.display(), "cannot start the original transcoder: {e}");
@@ -150,10 +159,24 @@ pub async fn run_transcoder(
             return EXIT_SHIM_FAILURE;
         }
     };
+    let original = settings.original_transcoder();
+    if probe::is_capability_probe(args) {
+        // Jellyfin/Emby read the transcoder's capabilities from these: the local binary's own
+        // text is the truth (stdout untouched, exit code passed through).
+        info!(decision = "local", reason = "capability probe", program = %original.display(), "running the original transcoder");
+        if !original.exists()
+            && let Some(code) = probe::answer_without_transcoder(args)
+        {
+            return code;
+        }
+        return match run_local(&original, args, &mut signals).await {
+            Ok(code) => code,
+            Err(sig) => sig.exit_code(),
+        };
+    }
     let cwd = std::env::current_dir().ok();
     let config = settings.plan_config(cwd.clone());
     let plan = plan_args(args, &config).map_err(|e| e.to_string());
-    let original = settings.original_transcoder();
     let session = plan
         .as_ref()
         .ok()
@@ -175,11 +198,18 @@ pub async fn run_transcoder(
             let Ok(plan) = plan else {
                 return EXIT_SHIM_FAILURE;
             };
+            let watch_stdin = !plan.job.cli_flags.contains_key("nostdin");
             let outcome = tokio::select! {
                 o = runner.run(&plan) => o,
                 sig = signals.recv() => {
                     info!(signal = ?sig, "stopped: cancelled the remote job");
                     return sig.exit_code();
+                }
+                () = probe::quit_key(watch_stdin) => {
+                    // The protocol has no graceful stop: cancelling makes the worker's engine
+                    // write every trailer/playlist and stop, which is what `q` asks for.
+                    info!("stopped: `q` on stdin, cancelled the remote job");
+                    return 0;
                 }
             };
             let fallback = match outcome {
@@ -189,7 +219,11 @@ pub async fn run_transcoder(
                 }
                 RemoteOutcome::Unreachable(why) => format!("orchestrator unreachable: {why}"),
                 RemoteOutcome::Rejected(why) => format!("orchestrator rejected the job: {why}"),
-                RemoteOutcome::Failed { reason, exit_code } => {
+                RemoteOutcome::Failed {
+                    reason,
+                    exit_code,
+                    resume,
+                } => {
                     if settings.mode == OperatingMode::Remote {
                         error!(decision = "remote", reason = %reason, exit_code, "remote job failed");
                         return if exit_code == 0 {
@@ -197,6 +231,23 @@ pub async fn run_transcoder(
                         } else {
                             exit_code
                         };
+                    }
+                    if let Some(r) = resume {
+                        match clusterplex_core::parse::rewrite::resume_argv(
+                            args, r.segment, r.elapsed,
+                        ) {
+                            Ok(resumed) => {
+                                log_local(&format!(
+                                    "fallback: remote job failed: {reason}; resuming at segment {} ({:.3} s in)",
+                                    r.segment, r.elapsed
+                                ));
+                                return match run_local(&original, &resumed, &mut signals).await {
+                                    Ok(code) => code,
+                                    Err(sig) => sig.exit_code(),
+                                };
+                            }
+                            Err(e) => warn!("cannot resume locally ({e}); starting over"),
+                        }
                     }
                     format!("remote job failed: {reason}")
                 }

@@ -87,8 +87,46 @@ fn transcoder(settings: Settings, args: Vec<String>) -> ExitCode {
     exit(code)
 }
 
+/// An argv that is not valid UTF-8 (a file name with stray bytes) cannot become a `Job`; the
+/// original transcoder gets it byte for byte, by exec so that it inherits the shim's pid,
+/// signals and exit status. `remote` mode has nowhere to send it.
+fn run_raw_locally(raw: Vec<std::ffi::OsString>) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("clusterplex-shim: bad setting: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if settings.mode == clusterplex_core::plan::OperatingMode::Remote {
+        eprintln!(
+            "clusterplex-shim: the arguments are not valid UTF-8, so the job cannot be sent to \
+             the cluster, and TRANSCODE_OPERATING_MODE=remote forbids running it locally"
+        );
+        return ExitCode::from(1);
+    }
+    let program = settings.original_transcoder();
+    eprintln!(
+        "clusterplex-shim: the arguments are not valid UTF-8; running {} locally",
+        program.display()
+    );
+    let err = std::process::Command::new(&program)
+        .args(raw.into_iter().skip(1))
+        .exec();
+    eprintln!("clusterplex-shim: cannot run {}: {err}", program.display());
+    ExitCode::from(1)
+}
+
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().collect();
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let argv: Vec<String> = match raw.iter().map(|a| a.clone().into_string()).collect() {
+        Ok(v) => v,
+        Err(_) => return run_raw_locally(raw),
+    };
+    if let Some(code) = clusterplex_shim::guard::run_guard_if_asked(&argv) {
+        return exit(code);
+    }
     let argv0 = argv.first().cloned().unwrap_or_default();
     let first = argv.get(1).map(String::as_str);
     let shim_cli = !invoked_as_transcoder(&argv0)

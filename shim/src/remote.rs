@@ -20,9 +20,26 @@ pub enum RemoteOutcome {
     Unreachable(String),
     /// The orchestrator refused the job before it ran (no capable worker, bad token...).
     Rejected(String),
-    /// The job started and failed (or the worker was lost).
-    Failed { reason: String, exit_code: i32 },
+    /// The job started and failed (or the worker was lost). `resume` is where a segmented
+    /// session can carry on locally: the first segment not yet written and the media seconds
+    /// already covered (from the orchestrator's `Failed`, else tracked from the event stream).
+    Failed {
+        reason: String,
+        exit_code: i32,
+        resume: Option<Resume>,
+    },
 }
+
+/// Where a segmented session can carry on (see `clusterplex_core::Job::resume_at`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Resume {
+    /// First segment number not yet written.
+    pub segment: u64,
+    /// Media seconds already covered by the written segments.
+    pub elapsed: f64,
+}
+
+impl Eq for Resume {}
 
 /// Runs a plan remotely. Dropping the returned future cancels the remote job.
 pub trait RemoteRunner: Send + Sync {
@@ -104,6 +121,9 @@ async fn submit(settings: &Settings, plan: &Plan) -> RemoteOutcome {
     };
     let mut worker = String::new();
     let mut started = false;
+    // ffmpeg prints stats unless told not to; Jellyfin parses them from stderr.
+    let stats = !plan.job.cli_flags.contains_key("nostats");
+    let mut tracker = SegmentTracker::default();
     while let Some(msg) = stream.next().await {
         let msg = match msg {
             Ok(m) => m,
@@ -113,6 +133,7 @@ async fn submit(settings: &Settings, plan: &Plan) -> RemoteOutcome {
                     RemoteOutcome::Failed {
                         reason,
                         exit_code: 1,
+                        resume: tracker.resume(),
                     }
                 } else {
                     RemoteOutcome::Rejected(reason)
@@ -147,6 +168,10 @@ async fn submit(settings: &Settings, plan: &Plan) -> RemoteOutcome {
                     _ => RemoteOutcome::Failed {
                         reason,
                         exit_code: f.exit_status,
+                        resume: match (f.resume_segment, f.resume_elapsed) {
+                            (Some(segment), Some(elapsed)) => Some(Resume { segment, elapsed }),
+                            _ => tracker.resume(),
+                        },
                     },
                 };
             }
@@ -154,7 +179,16 @@ async fn submit(settings: &Settings, plan: &Plan) -> RemoteOutcome {
                 return RemoteOutcome::Failed {
                     reason: format!("cancelled: {}", c.reason),
                     exit_code: 1,
+                    resume: tracker.resume(),
                 };
+            }
+            Some(Event::Progress(p)) => {
+                if stats {
+                    eprint!("{}", stats_line(&(&p).into()));
+                }
+            }
+            Some(Event::Segment(seg)) => {
+                tracker.segment(seg.output, seg.number, seg.start, seg.end)
             }
             Some(other) => debug!(job = %msg.job_id, event = ?other, "event"),
             None => warn!(job = %msg.job_id, "empty event"),
@@ -163,5 +197,54 @@ async fn submit(settings: &Settings, plan: &Plan) -> RemoteOutcome {
     RemoteOutcome::Failed {
         reason: "the event stream ended without a result".into(),
         exit_code: 1,
+        resume: tracker.resume(),
     }
+}
+
+/// Follows `SegmentWritten` events of the first output (the one Plex's playback reads) to know
+/// where a failed session can carry on.
+#[derive(Debug, Default)]
+struct SegmentTracker {
+    /// Start of the first segment (where this job began on the output timeline).
+    first_start: Option<f64>,
+    /// Highest segment number written and its end.
+    last: Option<(u64, f64)>,
+}
+
+impl SegmentTracker {
+    fn segment(&mut self, output: u32, number: u64, start: f64, end: f64) {
+        if output != 0 {
+            return;
+        }
+        let first = *self.first_start.get_or_insert(start);
+        self.first_start = Some(first.min(start));
+        if self.last.is_none_or(|(n, _)| number >= n) {
+            self.last = Some((number, end));
+        }
+    }
+
+    fn resume(&self) -> Option<Resume> {
+        let (n, end) = self.last?;
+        Some(Resume {
+            segment: n + 1,
+            elapsed: (end - self.first_start.unwrap_or(0.0)).max(0.0),
+        })
+    }
+}
+
+/// One ffmpeg-style stats line, CR-terminated as ffmpeg writes it on a terminal-less stderr.
+pub fn stats_line(p: &clusterplex_core::Progress) -> String {
+    let t = p.out_time.max(0.0);
+    let cs = (t * 100.0).round() as u64;
+    let (h, m, sec, c) = (cs / 360_000, cs / 6000 % 60, cs / 100 % 60, cs % 100);
+    let kb = p.bytes / 1024;
+    let bitrate = if t > 0.0 {
+        format!("{:.1}kbits/s", p.bytes as f64 * 8.0 / t / 1000.0)
+    } else {
+        "N/A".into()
+    };
+    format!(
+        "frame={:5} fps={:.1} q=-1.0 size={kb:8}kB time={h:02}:{m:02}:{sec:02}.{c:02} bitrate={bitrate} speed={:.3}x    \r",
+        p.frames, p.fps, p.speed
+    )
 }

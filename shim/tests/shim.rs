@@ -42,6 +42,7 @@ d="$(dirname "$0")"
 echo "$$" > "$d/pid.tmp" && mv "$d/pid.tmp" "$d/pid"
 : > "$d/argv"
 for a in "$@"; do printf '%s\n' "$a" >> "$d/argv"; done
+if [ -n "$STANDIN_STDOUT" ]; then printf '%s\n' "$STANDIN_STDOUT"; fi
 if [ -n "$STANDIN_SLEEP" ]; then exec sleep "$STANDIN_SLEEP"; fi
 exit "${STANDIN_EXIT:-0}"
 "#;
@@ -141,6 +142,10 @@ enum Script {
     JobError(i32),
     /// Accept, then never finish (until the client goes away).
     Hang,
+    /// Accept, report progress, then hang.
+    ProgressThenHang,
+    /// Accept, write DASH segments 1 and 2 (5 s each), then lose the worker.
+    LostAfterSegments,
 }
 
 #[derive(Default)]
@@ -210,6 +215,42 @@ impl JobService for TestService {
                             reason: "decode error".into(),
                             code: pb::FailureCode::JobError as i32,
                             exit_status: code,
+                            ..Default::default()
+                        }))))
+                        .await;
+                }
+                Script::ProgressThenHang => {
+                    let _ = tx.send(Ok(send(accepted))).await;
+                    let p = clusterplex_core::Progress {
+                        frames: 125,
+                        fps: 50.0,
+                        out_time: 5.0,
+                        speed: 2.0,
+                        bytes: 640 * 1024,
+                        duration: Some(60.0),
+                    };
+                    let _ = tx.send(Ok(send(Event::Progress((&p).into())))).await;
+                    tx.closed().await;
+                    seen.lock().unwrap().cancelled = true;
+                }
+                Script::LostAfterSegments => {
+                    let _ = tx.send(Ok(send(accepted))).await;
+                    for n in 1..=2u64 {
+                        let seg = Event::Segment(pb::SegmentWritten {
+                            output: 0,
+                            number: n,
+                            paths: vec![format!("chunk-stream0-{n:05}.m4s")],
+                            start: (n - 1) as f64 * 5.0,
+                            end: n as f64 * 5.0,
+                        });
+                        let _ = tx.send(Ok(send(seg))).await;
+                    }
+                    let _ = tx
+                        .send(Ok(send(Event::Failed(pb::Failed {
+                            reason: "worker gone".into(),
+                            code: pb::FailureCode::WorkerLost as i32,
+                            retryable: true,
+                            exit_status: 1,
                             ..Default::default()
                         }))))
                         .await;
@@ -555,4 +596,288 @@ async fn signal_cancels_the_remote_job() {
         );
         assert!(inst.recorded_argv().is_none());
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkilled_shim_takes_its_local_child_along() {
+    let inst = Install::new();
+    let child = inst
+        .command(&corpus("01"))
+        .env("TRANSCODE_OPERATING_MODE", "local")
+        .env("STANDIN_SLEEP", "60")
+        .spawn()
+        .unwrap();
+    let shim_pid = child.id().unwrap();
+    let standin = inst.wait_for_pid().await;
+    assert!(alive(standin));
+    // The stand-in is the shim's direct child (the guard exec'd into it), with the exact argv.
+    let stat = std::fs::read_to_string(format!("/proc/{standin}/stat")).unwrap();
+    let ppid: u32 = stat
+        .split(") ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(ppid, shim_pid);
+    assert_eq!(inst.recorded_argv().unwrap(), corpus("01"));
+    // No handler can run on SIGKILL; the kernel must take the child down.
+    kill(shim_pid, "KILL").await;
+    let done = finish(child).await;
+    assert_eq!(done.code, -1, "killed by a signal");
+    let mut gone = false;
+    for _ in 0..200 {
+        if !alive(standin) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the local transcoder outlived a SIGKILLed shim");
+}
+
+fn jellyfin_hls(extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ["-i", "/media/movie.mkv", "-map", "0:v:0", "-c:v", "libx264"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v.extend(
+        [
+            "-f",
+            "hls",
+            "-hls_time",
+            "3",
+            "-start_number",
+            "0",
+            "/cache/transcodes/x.m3u8",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capability_probes_go_to_the_local_transcoder_untouched() {
+    let (url, seen) = server(Script::Finish(0)).await;
+    for probe in [
+        vec!["-version"],
+        vec!["-hide_banner", "-encoders"],
+        vec!["-h", "filter=tonemap_opencl"],
+        vec!["-hwaccels"],
+    ] {
+        let args: Vec<String> = probe.iter().map(|s| s.to_string()).collect();
+        let inst = Install::new();
+        let out = inst
+            .command(&args)
+            .env("ORCHESTRATOR_URL", &url)
+            .env("TRANSCODE_OPERATING_MODE", "remote")
+            .env("STANDIN_STDOUT", "ffmpeg version 6.0.1 stand-in")
+            .env("STANDIN_EXIT", "3")
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "exit code passes through");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "ffmpeg version 6.0.1 stand-in\n",
+            "stdout is the transcoder's, unchanged"
+        );
+        assert_eq!(inst.recorded_argv().unwrap(), args);
+    }
+    assert!(
+        seen.lock().unwrap().jobs.is_empty(),
+        "probes never go remote"
+    );
+}
+
+#[tokio::test]
+async fn version_is_answered_without_a_local_transcoder() {
+    let inst = Install::new();
+    std::fs::remove_file(inst.path().join("originalTranscoder")).unwrap();
+    for args in [vec!["-version"], vec!["-hide_banner", "-version"]] {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let out = inst.command(&args).output().await.unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // Jellyfin's check: ^ffmpeg version n?((?:[0-9]+\.?)+), at least 4.4.
+        let first = stdout.lines().next().unwrap();
+        let ver: String = first
+            .strip_prefix("ffmpeg version ")
+            .unwrap()
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let parts: Vec<u32> = ver.split('.').filter_map(|p| p.parse().ok()).collect();
+        assert!(parts >= vec![4, 4], "{first}");
+        assert!(stdout.contains("libavcodec     59."), "{stdout}");
+        assert!(!stdout.contains("Libav developers"));
+    }
+    // Anything else cannot be answered truthfully: it fails, clearly.
+    let out = inst
+        .command(&["-encoders".to_string()])
+        .output()
+        .await
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("originalTranscoder"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q_on_stdin_stops_a_remote_job_with_exit_0() {
+    let (url, seen) = server(Script::Hang).await;
+    let inst = Install::new();
+    let mut child = inst
+        .command(&jellyfin_hls(&[]))
+        .env("ORCHESTRATOR_URL", &url)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..400 {
+        if !seen.lock().unwrap().jobs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(seen.lock().unwrap().jobs.len(), 1, "job never submitted");
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"q\n").await.unwrap();
+    stdin.flush().await.unwrap();
+    let done = finish(child).await;
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    for _ in 0..200 {
+        if seen.lock().unwrap().cancelled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        seen.lock().unwrap().cancelled,
+        "the remote job was not stopped"
+    );
+    assert!(inst.recorded_argv().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_reaches_the_local_transcoder() {
+    let inst = Install::new();
+    // A stand-in that behaves like ffmpeg on `q`: reads stdin, exits 0 on q.
+    let script = "#!/bin/sh\nwhile read -r k; do [ \"$k\" = q ] && exit 0; done\nexit 9\n";
+    let p = inst.path().join("originalTranscoder");
+    std::fs::write(&p, script).unwrap();
+    let mut child = inst
+        .command(&jellyfin_hls(&[]))
+        .env("TRANSCODE_OPERATING_MODE", "local")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"p\nq\n").await.unwrap();
+    drop(stdin);
+    let done = finish(child).await;
+    assert_eq!(done.code, 0, "{}", done.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_progress_prints_ffmpeg_stats_lines_unless_nostats() {
+    for (extra, want) in [(vec![], true), (vec!["-nostats"], false)] {
+        let (url, _seen) = server(Script::ProgressThenHang).await;
+        let inst = Install::new();
+        let child = inst
+            .command(&jellyfin_hls(&extra))
+            .env("ORCHESTRATOR_URL", &url)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        kill(pid, "TERM").await;
+        let done = finish(child).await;
+        assert_eq!(done.code, 143);
+        let line = done
+            .stderr
+            .split(['\r', '\n'])
+            .find(|l| l.starts_with("frame="))
+            .map(str::to_string);
+        if !want {
+            assert!(line.is_none(), "{}", done.stderr);
+            continue;
+        }
+        let line = line.unwrap_or_else(|| panic!("no stats line: {}", done.stderr));
+        assert!(done.stderr.contains(&format!("{line}\r")), "CR-terminated");
+        // Jellyfin splits on spaces and reads fps=, time=, size=...kB, bitrate=...kbits/s.
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert!(fields.contains(&"time=00:00:05.00"), "{line}");
+        assert!(fields.contains(&"fps=50.0"), "{line}");
+        assert!(fields.contains(&"speed=2.000x"), "{line}");
+        assert!(line.contains("size=     640kB"), "{line}");
+        assert!(fields.contains(&"bitrate=1048.6kbits/s"), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_mode_resumes_locally_after_written_segments() {
+    let (url, _seen) = server(Script::LostAfterSegments).await;
+    let inst = Install::new();
+    let args = corpus("01");
+    let done = run(inst
+        .command(&args)
+        .env("ORCHESTRATOR_URL", &url)
+        .env("PMS_IP", "192.168.2.1")
+        .env("STANDIN_EXIT", "0"))
+    .await;
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert!(
+        done.stderr.contains("resuming at segment 3"),
+        "{}",
+        done.stderr
+    );
+    let got = inst.recorded_argv().expect("the local transcoder ran");
+    let expected = clusterplex_core::parse::rewrite::resume_argv(&args, 3, 10.0).unwrap();
+    assert_eq!(got, expected);
+    let at = |opt: &str| {
+        got.iter()
+            .position(|a| a == opt)
+            .map(|i| got[i + 1].clone())
+    };
+    assert_eq!(at("-ss").as_deref(), Some("10"));
+    assert_eq!(at("-skip_to_segment").as_deref(), Some("3"));
+}
+
+/// A file name with bytes that are not UTF-8 cannot become a job; the original transcoder still
+/// gets the argv byte for byte (and its exit code comes back), and `remote` refuses clearly.
+#[tokio::test]
+async fn non_utf8_argv_runs_the_original_byte_for_byte() {
+    use std::os::unix::ffi::OsStrExt;
+    let inst = Install::new();
+    let bad = std::ffi::OsStr::from_bytes(b"/media/caf\xe9.mkv");
+    let mut c = inst.command(&[]);
+    c.args([
+        std::ffi::OsStr::new("-i"),
+        bad,
+        std::ffi::OsStr::new("out.mkv"),
+    ]);
+    let done = run(c
+        .env("TRANSCODE_OPERATING_MODE", "both")
+        .env("STANDIN_EXIT", "5"))
+    .await;
+    assert_eq!(done.code, 5, "{}", done.stderr);
+    let recorded = std::fs::read(inst.path().join("argv")).unwrap();
+    assert_eq!(recorded, b"-i\n/media/caf\xe9.mkv\nout.mkv\n");
+
+    std::fs::remove_file(inst.path().join("argv")).unwrap();
+    let mut c = inst.command(&[]);
+    c.args([
+        std::ffi::OsStr::new("-i"),
+        bad,
+        std::ffi::OsStr::new("out.mkv"),
+    ]);
+    let done = run(c.env("TRANSCODE_OPERATING_MODE", "remote")).await;
+    assert_eq!(done.code, 1);
+    assert!(done.stderr.contains("not valid UTF-8"), "{}", done.stderr);
+    assert!(inst.recorded_argv().is_none());
 }

@@ -435,9 +435,275 @@ fn inline_chain(job: &mut Job, c: LinearChain) -> Option<(usize, usize)> {
     Some((o, k))
 }
 
+// ------------------------------------------------------------------ resuming the original argv
+
+/// Seconds as a compact argv value (`495.5`, `12`).
+fn secs_arg(v: f64) -> String {
+    let s = format!("{v:.6}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// True when `args[i]` is most likely the value of the option before it.
+fn is_option_value(args: &[String], i: usize) -> bool {
+    i > 0 && {
+        let prev = &args[i - 1];
+        prev.len() > 1
+            && prev.starts_with('-')
+            && !prev[1..].starts_with(|c: char| c.is_ascii_digit() || c == '.')
+    }
+}
+
+/// The original transcoder's argv, rewritten to carry a segmented session on from segment
+/// `next_segment`, `elapsed` media seconds after where `args` started: what
+/// [`Job::resume_at`] does to a job, done to the command line, because the fallback runs
+/// Plex's own transcoder with Plex's own options. Every input's `-ss` grows by `elapsed` (added
+/// when missing; `-noaccurate_seek` is dropped so the first new frame is the boundary), input
+/// and output `-t` shrink, without `-copyts` `-itsoffset` keeps the output timeline continuous,
+/// and the segment numbering (`-skip_to_segment`, `-segment_start_number`, `-start_number`)
+/// continues: the first output at `next_segment`, other segmented outputs (e.g. Plex's 1 s
+/// subtitle segments beside 5 s DASH) at their own start plus the segments `elapsed` covers.
+/// Everything else is left byte for byte.
+pub fn resume_argv(
+    args: &[String],
+    next_segment: u64,
+    elapsed: f64,
+) -> Result<Vec<String>, crate::JobError> {
+    use crate::{JobError, job::Segmenting};
+    let parsed = super::parse_args(args)?;
+    let job = &parsed.job;
+    // The job model's own rules: every output segmented, a sane position.
+    job.resume_at(next_segment, elapsed)?;
+    let not_resumable = |output| JobError::NotResumable { output };
+    let dur = |o: &str, v: &str| super::values::parse_duration(o, v);
+    let inputs: Vec<usize> = (0..args.len().saturating_sub(1))
+        .filter(|&k| args[k] == "-i")
+        .collect();
+    if inputs.len() != job.inputs.len() {
+        return Err(not_resumable(0));
+    }
+    let after_inputs = inputs.last().map_or(0, |k| k + 2);
+    let mut targets = Vec::new();
+    let mut cursor = after_inputs;
+    for (o, out) in job.outputs.iter().enumerate() {
+        let pos = (cursor..args.len())
+            .find(|&i| args[i] == out.target && !is_option_value(args, i))
+            .ok_or(not_resumable(o))?;
+        targets.push(pos);
+        cursor = pos + 1;
+    }
+    let first_len = job.outputs.first().and_then(|o| segment_len(&o.segmenting));
+    let number_for = |o: usize| -> u64 {
+        if o == 0 {
+            return next_segment;
+        }
+        let out = &job.outputs[o];
+        let start = match &out.segmenting {
+            Some(Segmenting::Segment { start_number, .. })
+            | Some(Segmenting::Hls { start_number, .. }) => *start_number,
+            Some(Segmenting::Dash { .. }) => job.plex.skip_to_segment.unwrap_or(1),
+            None => 0,
+        };
+        match (segment_len(&out.segmenting), first_len) {
+            (Some(len), Some(first)) if (len - first).abs() < 1e-9 => next_segment,
+            (Some(len), _) => start + (elapsed / len).round() as u64,
+            _ => next_segment,
+        }
+    };
+    let copyts = job.timestamps.copyts;
+    let mut res: Vec<String> = Vec::with_capacity(args.len() + 8);
+    let mut j = 0;
+    for &ip in &inputs {
+        let (mut seek, mut offset) = (false, false);
+        while j < ip {
+            let a = args[j].as_str();
+            match a {
+                "-noaccurate_seek" if elapsed > 0.0 => {}
+                "-ss" | "-t" | "-itsoffset" if j + 1 < ip => {
+                    let v = dur(&a[1..], &args[j + 1])?;
+                    let nv = match a {
+                        "-ss" => {
+                            seek = true;
+                            v + elapsed
+                        }
+                        "-t" => (v - elapsed).max(0.0),
+                        _ if !copyts => {
+                            offset = true;
+                            v + elapsed
+                        }
+                        _ => v,
+                    };
+                    res.push(a.to_string());
+                    res.push(secs_arg(nv));
+                    j += 2;
+                    continue;
+                }
+                _ => res.push(args[j].clone()),
+            }
+            j += 1;
+        }
+        if elapsed > 0.0 {
+            if !seek {
+                res.extend(["-ss".to_string(), secs_arg(elapsed)]);
+            }
+            if !copyts && !offset {
+                res.extend(["-itsoffset".to_string(), secs_arg(elapsed)]);
+            }
+        }
+        res.extend([args[ip].clone(), args[ip + 1].clone()]);
+        j = ip + 2;
+    }
+    let skip_anywhere = args.iter().any(|a| a == "-skip_to_segment");
+    let mut numbered = vec![false; job.outputs.len()];
+    // Output groups end at their target; options after the last output are global (Plex).
+    let ends: Vec<usize> = targets.iter().copied().chain([args.len()]).collect();
+    for (o, &end) in ends.iter().enumerate() {
+        let owner = o.min(job.outputs.len().saturating_sub(1));
+        while j < end {
+            let a = args[j].as_str();
+            match a {
+                "-t" if j + 1 < end => {
+                    let v = dur("t", &args[j + 1])?;
+                    res.extend([a.to_string(), secs_arg((v - elapsed).max(0.0))]);
+                    j += 2;
+                    continue;
+                }
+                "-skip_to_segment" if j + 1 < end => {
+                    res.extend([a.to_string(), next_segment.to_string()]);
+                    j += 2;
+                    continue;
+                }
+                "-segment_start_number" | "-start_number" if j + 1 < end => {
+                    res.extend([a.to_string(), number_for(owner).to_string()]);
+                    numbered[owner] = true;
+                    j += 2;
+                    continue;
+                }
+                _ => res.push(args[j].clone()),
+            }
+            j += 1;
+        }
+        if o < job.outputs.len() {
+            let missing = match &job.outputs[o].segmenting {
+                Some(Segmenting::Dash { .. }) if !skip_anywhere => Some("-skip_to_segment"),
+                Some(Segmenting::Segment { .. }) if !numbered[o] => Some("-segment_start_number"),
+                Some(Segmenting::Hls { .. }) if !numbered[o] => Some("-start_number"),
+                _ => None,
+            };
+            if let Some(opt) = missing {
+                res.extend([opt.to_string(), number_for(o).to_string()]);
+            }
+            res.push(args[end].clone());
+            j = end + 1;
+        }
+    }
+    Ok(res)
+}
+
+fn segment_len(s: &Option<crate::job::Segmenting>) -> Option<f64> {
+    use crate::job::Segmenting;
+    match s {
+        Some(Segmenting::Segment { segment_time, .. }) => Some(*segment_time),
+        Some(Segmenting::Hls { time, .. }) => Some(*time),
+        Some(Segmenting::Dash { seg_duration, .. }) => Some(*seg_duration),
+        None => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn corpus(text: &str) -> Vec<String> {
+        text.lines().map(str::to_string).collect()
+    }
+
+    fn value_of(args: &[String], opt: &str) -> Vec<String> {
+        args.windows(2)
+            .filter(|w| w[0] == opt)
+            .map(|w| w[1].clone())
+            .collect()
+    }
+
+    #[test]
+    fn resume_plex_dash_adds_seek_and_continues_numbering() {
+        let args = corpus(include_str!("../../tests/corpus/plex/01.txt"));
+        let out = resume_argv(&args, 7, 30.0).unwrap();
+        // Seek added before the input, accurate; numbering carries on.
+        assert_eq!(value_of(&out, "-ss"), vec!["30"]);
+        assert!(!out.iter().any(|a| a == "-noaccurate_seek"));
+        assert_eq!(value_of(&out, "-skip_to_segment"), vec!["7"]);
+        let i = out.iter().position(|a| a == "-i").unwrap();
+        assert_eq!(out[i - 2], "-ss");
+        // -copyts keeps the timeline: no -itsoffset. Everything else is untouched.
+        assert!(!out.iter().any(|a| a == "-itsoffset"));
+        let strip = |v: &[String]| -> Vec<String> {
+            v.iter()
+                .filter(|a| *a != "-noaccurate_seek")
+                .cloned()
+                .collect()
+        };
+        let mut expected = strip(&args);
+        let si = expected
+            .iter()
+            .position(|a| a == "-skip_to_segment")
+            .unwrap();
+        expected[si + 1] = "7".into();
+        let mut got = strip(&out);
+        let gi = got.iter().position(|a| a == "-ss").unwrap();
+        got.drain(gi..gi + 2);
+        assert_eq!(got, expected);
+        // The rewritten argv still plans to the same outputs.
+        let p = super::super::parse_args(&out).unwrap();
+        assert_eq!(p.job.inputs[0].seek, Some(30.0));
+        assert_eq!(p.job.plex.skip_to_segment, Some(7));
+    }
+
+    #[test]
+    fn resume_adds_to_an_existing_seek_and_numbers_side_outputs_by_their_length() {
+        // Plex DASH (5 s) with the 1 s ASS subtitle segment side-output.
+        let args = corpus(include_str!("../../tests/corpus/plex/04.txt"));
+        let out = resume_argv(&args, 3, 10.0).unwrap();
+        assert_eq!(value_of(&out, "-skip_to_segment"), vec!["3"]);
+        assert_eq!(value_of(&out, "-segment_start_number"), vec!["10"]);
+        // A seek that was there grows.
+        let seek = corpus(include_str!(
+            "../../tests/corpus/synthetic/plex-dash-seek-truehd-eae.txt"
+        ));
+        let before: f64 = value_of(&seek, "-ss")[0].parse().unwrap();
+        let out = resume_argv(&seek, 12, 4.5).unwrap();
+        let after: f64 = value_of(&out, "-ss")[0].parse().unwrap();
+        assert!((after - before - 4.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn resume_without_copyts_shifts_timestamps_and_numbers_hls() {
+        let args = corpus(
+            "-i\nin.mkv\n-t\n20\n-c:v\nlibx264\n-f\nhls\n-hls_time\n2\n-start_number\n0\nout.m3u8",
+        );
+        let out = resume_argv(&args, 5, 10.0).unwrap();
+        assert_eq!(
+            out,
+            corpus(
+                "-ss\n10\n-itsoffset\n10\n-i\nin.mkv\n-t\n10\n-c:v\nlibx264\n-f\nhls\n-hls_time\n2\n-start_number\n5\nout.m3u8"
+            )
+        );
+        // A missing numbering option is added before the output.
+        let args = corpus("-i\nin.mkv\n-f\nsegment\n-segment_time\n1\nm-%05d.ts");
+        let out = resume_argv(&args, 4, 4.0).unwrap();
+        assert_eq!(
+            &out[out.len() - 3..],
+            ["-segment_start_number", "4", "m-%05d.ts"]
+        );
+    }
+
+    #[test]
+    fn single_file_outputs_cannot_resume() {
+        let args = corpus("-i\nin.mkv\n-c:v\nlibx264\nout.mp4");
+        assert!(matches!(
+            resume_argv(&args, 2, 3.0),
+            Err(crate::JobError::NotResumable { output: 0 })
+        ));
+    }
 
     fn rw(g: &str) -> String {
         rewrite_graph(g, &Job::default()).0

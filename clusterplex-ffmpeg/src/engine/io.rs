@@ -34,6 +34,11 @@ pub enum IoKind {
         start_number: u64,
         /// Number of representations (streams), to group one segment's files.
         representations: usize,
+        /// Segments kept on disk (`window_size + extra_window_size`) when old ones must be
+        /// deleted (`-delete_removed` true, FFmpeg's behaviour); `None` keeps every segment
+        /// (Plex's `-delete_removed false`, or no window). libav cannot delete them itself
+        /// because they were renamed away from its hidden names.
+        keep_segments: Option<usize>,
     },
     Hls {
         init_name: Option<String>,
@@ -42,7 +47,22 @@ pub enum IoKind {
     Segment {
         start_number: u64,
         header_name: Option<String>,
+        /// Plex's segment-list extensions, when asked for.
+        plex_list: Option<PlexList>,
     },
+}
+
+/// Plex's additions to the CSV segment list (its FFmpeg fork's `segment.c`): libav writes
+/// `name,start,end` rows and these are applied on top.
+#[derive(Debug, Clone, Default)]
+pub struct PlexList {
+    /// `-segment_list_separate_stream_times`: two more columns, the end of the audio and of
+    /// the video in that segment (`-1` when the segment has none).
+    pub separate_stream_times: bool,
+    /// `-segment_list_unfinished`: the segment being written is listed too, `#`-prefixed.
+    pub unfinished: bool,
+    /// Output file name template (`media-%05d.ts`), to name the unfinished segment.
+    pub template: String,
 }
 
 /// A manifest file the muxer writes: where libav writes it and where the event says it goes.
@@ -89,6 +109,16 @@ struct State {
     dash_groups: HashMap<u64, Vec<PathBuf>>,
     bytes_closed: u64,
     finalizing: bool,
+    /// Segment outputs with Plex's list extensions: (is video, start, end) of every audio and
+    /// video packet muxed and not yet accounted to a listed segment.
+    packets: Vec<(bool, f64, f64)>,
+    /// Per-stream end columns already computed, by segment name (rows repeat in every list
+    /// window and must not change).
+    row_ends: HashMap<String, (f64, f64)>,
+    /// Seconds libav shifted the muxed timestamps by (found at the first list row).
+    packet_shift: f64,
+    /// DASH segments on disk, oldest first, for `keep_segments`.
+    dash_on_disk: std::collections::VecDeque<Vec<PathBuf>>,
 }
 
 /// Owns the callback state of one output; must outlive the AVFormatContext it is attached to
@@ -123,6 +153,10 @@ impl IoHooks {
                 dash_groups: HashMap::new(),
                 bytes_closed: 0,
                 finalizing: false,
+                packets: Vec::new(),
+                row_ends: HashMap::new(),
+                packet_shift: 0.0,
+                dash_on_disk: Default::default(),
             })),
         }
     }
@@ -158,6 +192,20 @@ impl IoHooks {
             }
         }
         std::mem::take(&mut st.events)
+    }
+
+    /// Records a muxed audio or video packet (seconds on the muxer's timeline), for Plex's
+    /// per-stream segment list columns.
+    pub fn note_packet(&self, video: bool, start: f64, end: f64) {
+        let mut st = lock(&self.state);
+        if let IoKind::Segment {
+            plex_list: Some(p), ..
+        } = &st.kind
+            && p.separate_stream_times
+        {
+            let shift = st.packet_shift;
+            st.packets.push((video, start + shift, end + shift));
+        }
     }
 
     /// Bytes of files closed so far.
@@ -277,6 +325,7 @@ fn apply_renames(st: &mut State) {
                 group.push(to);
                 if group.len() >= reps {
                     let paths = st.dash_groups.remove(&number).unwrap_or_default();
+                    prune_dash(st, &paths);
                     st.events.push(IoEvent::Segment { number, paths });
                 }
             }
@@ -288,6 +337,130 @@ fn apply_renames(st: &mut State) {
         }
     }
     st.pending_renames = still;
+}
+
+/// Deletes the oldest DASH segments beyond `keep_segments`, as FFmpeg's dash muxer does with
+/// `window_size` + `extra_window_size`.
+fn prune_dash(st: &mut State, done: &[PathBuf]) {
+    let IoKind::Dash {
+        keep_segments: Some(keep),
+        ..
+    } = st.kind
+    else {
+        return;
+    };
+    st.dash_on_disk.push_back(done.to_vec());
+    while st.dash_on_disk.len() > keep {
+        for p in st.dash_on_disk.pop_front().unwrap_or_default() {
+            if let Err(e) = std::fs::remove_file(&p)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                st.events.push(IoEvent::Error(format!(
+                    "removing old segment {}: {e}",
+                    p.display()
+                )));
+            }
+        }
+    }
+}
+
+/// Formats an image2-style output template (`media-%05d.ts`, `%d`) with `n`.
+pub fn format_numbered(template: &str, n: u64) -> String {
+    let Some(i) = template.find('%') else {
+        return template.to_string();
+    };
+    let rest = &template[i + 1..];
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    match rest[digits.len()..].strip_prefix('d') {
+        Some(after) => {
+            let width: usize = digits.trim_start_matches('0').parse().unwrap_or(0);
+            format!("{}{n:0width$}{after}", &template[..i])
+        }
+        None => template.to_string(),
+    }
+}
+
+/// Applies Plex's list extensions to a CSV list libav wrote (`name,start,end` rows).
+fn plex_csv(st: &mut State, rules: &PlexList, body: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(body).into_owned();
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut last_end = None;
+    let col = |v: f64| {
+        if v < 0.0 {
+            "-1".to_string()
+        } else {
+            format!("{v:.6}")
+        }
+    };
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let mut parts = line.rsplitn(3, ',');
+        let (end, start, name) = (parts.next(), parts.next(), parts.next());
+        let (Some(end), Some(start), Some(name)) = (end, start, name) else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (start.parse::<f64>(), end.parse::<f64>()) else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        out.push_str(line);
+        if rules.separate_stream_times {
+            let (a, v) = match st.row_ends.get(name) {
+                Some(x) => *x,
+                None => {
+                    // libav may shift all timestamps after we saw them (avoid_negative_ts with
+                    // AAC priming): the first row starts at the first packet, which gives the
+                    // shift.
+                    if st.row_ends.is_empty() {
+                        let first = st.packets.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+                        if first.is_finite() {
+                            let shift = start - first;
+                            for p in &mut st.packets {
+                                p.1 += shift;
+                                p.2 += shift;
+                            }
+                            st.packet_shift = shift;
+                        }
+                    }
+                    // A packet belongs to the segment its start falls in; the last segment
+                    // (written with the trailer) takes everything left.
+                    let last = st.finalizing;
+                    let inside = |t: f64| t >= start - 1e-6 && (last || t < end - 1e-6);
+                    let mut ends = (-1.0f64, -1.0f64);
+                    for &(video, t, e) in &st.packets {
+                        if inside(t) {
+                            let slot = if video { &mut ends.1 } else { &mut ends.0 };
+                            *slot = slot.max(e);
+                        }
+                    }
+                    st.packets.retain(|&(_, t, _)| t >= end - 1e-6);
+                    st.row_ends.insert(name.to_string(), ends);
+                    ends
+                }
+            };
+            out.push_str(&format!(",{},{}", col(a), col(v)));
+        }
+        out.push('\n');
+        last_end = Some(end);
+    }
+    if rules.unfinished
+        && !st.finalizing
+        && let IoKind::Segment { start_number, .. } = st.kind
+    {
+        // libav writes the list while ending a segment, before closing its file: the one in
+        // progress is the next number, starting where the last listed one ended.
+        let next = start_number + st.closed_segments + 1;
+        let start = last_end.unwrap_or(0.0);
+        let name = basename(&format_numbered(&rules.template, next)).to_string();
+        out.push_str(&format!("#{name},{start:.6},{start:.6}"));
+        if rules.separate_stream_times {
+            out.push_str(",-1,-1");
+        }
+        out.push('\n');
+    }
+    out.into_bytes()
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -420,6 +593,13 @@ unsafe extern "C" fn io_close2(_s: *mut sys::AVFormatContext, pb: *mut sys::AVIO
                     *start_number,
                 )
                 .into_bytes(),
+                IoKind::Segment {
+                    plex_list: Some(rules),
+                    ..
+                } if st.manifests[rule].content_type == "text/csv" => {
+                    let rules = rules.clone();
+                    plex_csv(&mut st, &rules, &body)
+                }
                 _ => body,
             };
             if let Err(e) = std::fs::write(&path, &body) {

@@ -14,6 +14,7 @@ mod ffi;
 pub mod filter;
 mod io;
 mod plan;
+mod streams;
 mod tonemap_hook;
 
 use std::{
@@ -263,10 +264,16 @@ impl<'e> Run<'e> {
         run.duration = run.input_duration();
         run.plan()?;
         let video_size = run.first_video_size();
+        let input_streams = run
+            .inputs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, f)| streams::input_streams(i, &f.ctx))
+            .collect();
         (run.events)(JobEvent::Started {
             duration: run.duration,
             video_size,
-            input_streams: Vec::new(),
+            input_streams,
         });
         Ok(run)
     }
@@ -526,6 +533,20 @@ impl<'e> Run<'e> {
                 Stage::Validate,
                 format!("{label}: no streams selected"),
             ));
+        }
+        // Plex's DASH `-time_delta` cuts at keyframes up to D before a boundary. When the engine
+        // encodes the video it puts keyframes exactly on the boundaries, so libav's cuts are
+        // Plex's; copied video keeps the source's keyframes, where the two rules can differ.
+        if let Some(Segmenting::Dash {
+            time_delta: Some(d),
+            ..
+        }) = &out.segmenting
+            && *d > 0.0
+            && plans.iter().any(|p| p.copy && p.kind == media::Type::Video)
+        {
+            return Err(Error::Unsupported(format!(
+                "{label}: -time_delta {d} with stream-copied video in DASH (cut points follow the source keyframes)"
+            )));
         }
         let seg_interval = match &out.segmenting {
             Some(Segmenting::Hls { time, .. }) => Some(*time),
@@ -1411,6 +1432,17 @@ impl<'e> Run<'e> {
             }
             if self.first_out_time.is_none() {
                 self.first_out_time = Some(t);
+            }
+        }
+        if let (Some(h), Some(pts)) = (&of.hooks, pkt.pts()) {
+            let kind = of
+                .streams
+                .iter()
+                .find(|s| s.index == idx)
+                .map(|s| s.plan.kind);
+            if let Some(k @ (media::Type::Video | media::Type::Audio)) = kind {
+                let t = secs(pts, ost_tb);
+                h.note_packet(k == media::Type::Video, t, t + secs(pkt.duration(), ost_tb));
             }
         }
         let label = of.label.clone();

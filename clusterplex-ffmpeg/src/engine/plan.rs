@@ -642,8 +642,13 @@ pub fn muxer_setup(job: &Job, o: usize, out: &Output, target: &str) -> Result<Mu
             if let Some(f) = segment_format {
                 d.set("segment_format", f);
             }
+            // libav's segment muxer has the same cut tolerance Plex uses.
             if let Some(t) = time_delta {
                 d.set("segment_time_delta", &t.to_string());
+            }
+            // Written once with the container header; the segments then carry no header.
+            if let Some(h) = header_filename {
+                d.set("segment_header_filename", &resolve(job, h));
             }
             if !format_options.is_empty() {
                 let v: Vec<String> = format_options
@@ -677,9 +682,20 @@ pub fn muxer_setup(job: &Job, o: usize, out: &Output, target: &str) -> Result<Mu
                     content_type: ct.into(),
                 });
             }
+            let plex_list = list
+                .as_ref()
+                .filter(|l| {
+                    l.kind == SegmentListType::Csv && (l.separate_stream_times || l.unfinished)
+                })
+                .map(|l| io::PlexList {
+                    separate_stream_times: l.separate_stream_times,
+                    unfinished: l.unfinished,
+                    template: out.target.clone(),
+                });
             Some(io::IoKind::Segment {
                 start_number: *start_number,
                 header_name: header_filename.clone(),
+                plex_list,
             })
         }
         Some(Segmenting::Hls {
@@ -733,6 +749,7 @@ pub fn muxer_setup(job: &Job, o: usize, out: &Output, target: &str) -> Result<Mu
             use_template,
             use_timeline,
             single_file,
+            delete_removed,
             ..
         }) => {
             if fmt.is_none() {
@@ -787,10 +804,26 @@ pub fn muxer_setup(job: &Job, o: usize, out: &Output, target: &str) -> Result<Mu
                     .unwrap_or_else(|| target.to_string()),
                 content_type: "application/dash+xml".into(),
             });
+            // FFmpeg deletes segments that left the window (after `extra_window_size` more);
+            // Plex's `-delete_removed false` keeps them all (PMS cleans the session up).
+            let extra = out
+                .format_options
+                .get("extra_window_size")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(5);
+            let keep_segments = match (delete_removed, window_size) {
+                (Some(false), _) => {
+                    d.set("extra_window_size", &i32::MAX.to_string());
+                    None
+                }
+                (_, Some(w)) if *w > 0 && !*single_file => Some(*w as usize + extra),
+                _ => None,
+            };
             Some(io::IoKind::Dash {
                 media_template: template,
                 start_number: start,
                 representations: 1,
+                keep_segments,
             })
         }
     };

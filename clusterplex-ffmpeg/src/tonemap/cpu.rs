@@ -569,6 +569,9 @@ fn band_body<const GATHER: bool>(
 /// Quantises (floor, clamp) and stores a row of values in the output format.
 #[inline(always)]
 fn store_row(format: OutputFormat, out: &mut [u8], v: &[f32], max: f32, simd: bool) {
+    // Only the x86-64 arm reads `simd`; other targets always take the portable store.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
     match format {
         #[cfg(target_arch = "x86_64")]
         OutputFormat::Yuv420p | OutputFormat::Nv12 if simd => {
