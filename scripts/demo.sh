@@ -147,6 +147,9 @@ reqs = rec.get("requests", rec) if isinstance(rec, dict) else rec
 manifests = [r for r in reqs if r.get("path", "").endswith("/manifest")]
 progress = [r for r in reqs if "/progress" in r.get("path", "")]
 print(f"Plex would have received {len(reqs)} callbacks: {len(progress)} progress, {len(manifests)} manifest POSTs")
+for r in reqs:
+    if r.get("kind") in ("stream", "stream_detail"):
+        print(f"  {r['method']} {r['path'].rsplit('/', 1)[-1]}?{r.get('query', '')}")
 if manifests:
     body = manifests[-1].get("body") or ""
     if isinstance(body, list):

@@ -6,6 +6,10 @@
 //! placements per second (many concurrent submitters, full submit -> finished cycle), placement
 //! time inside the orchestrator (its histogram), and the orchestrator's RSS with 1000 workers.
 //!
+//! A second part drives the orchestrator's `Cluster` in-process with the same 1000 workers
+//! (their streams are channels), so it measures what placement itself costs without the gRPC
+//! and HTTP/2 work, which on a small machine dominates the loopback figures.
+//!
 //! `cargo bench -p clusterplex-benches --bench placement` (env BENCH_WORKERS, BENCH_JOBS).
 
 use std::{
@@ -40,6 +44,118 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(bench(workers, jobs));
+    rt.block_on(in_process(workers, jobs.max(1000) * 5));
+}
+
+/// Placement through `Cluster` directly: submit -> assign -> finished, no network.
+async fn in_process(n_workers: usize, n_jobs: usize) {
+    use clusterplex_orchestrator::{
+        Cluster, ClusterConfig,
+        cluster::{EventRx, Submission},
+    };
+    use std::sync::Arc;
+    let cluster = Cluster::new(ClusterConfig {
+        lost_timeout: Duration::from_secs(600),
+        ..Default::default()
+    });
+    let caps = pb::Capabilities {
+        encoders: vec!["libx264".into(), "aac".into()],
+        ..Default::default()
+    };
+    let needs = clusterplex_core::placement::needs_of(&job());
+    let job_json = rpc::encode_json(&job()).unwrap();
+    for i in 0..n_workers {
+        let id = format!("sim-{i:04}");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let session = cluster
+            .register(
+                &pb::Register {
+                    worker_id: id.clone(),
+                    name: id.clone(),
+                    protocol_version: rpc::PROTOCOL_VERSION,
+                    capabilities: Some(caps.clone()),
+                    benchmark_score: 50.0 + (i % 50) as f64,
+                    max_jobs: 4,
+                    ..Default::default()
+                },
+                tx,
+            )
+            .unwrap();
+        cluster.worker_message(
+            &id,
+            session,
+            pb::worker_message::Msg::Load(pb::LoadReport {
+                cpu_percent: ((i * 37) % 100) as f64,
+                ..Default::default()
+            }),
+        );
+        // The simulated worker finishes each job the moment it is assigned.
+        let c = Arc::clone(&cluster);
+        tokio::spawn(async move {
+            while let Some(Ok(m)) = rx.recv().await {
+                if let Some(pb::orchestrator_message::Msg::Assign(a)) = m.msg {
+                    let done = rpc::job_event(&a.job_id, Event::Finished(pb::Finished::default()));
+                    c.worker_message(&id, session, pb::worker_message::Msg::JobEvent(done));
+                }
+            }
+        });
+    }
+    let submit = |c: &Arc<Cluster>| -> EventRx {
+        c.submit(Submission {
+            job_json: job_json.clone(),
+            needs: needs.clone(),
+            poster_id: "bench".into(),
+            poster_host: "bench".into(),
+            ..Default::default()
+        })
+        .unwrap()
+        .1
+    };
+    // Latency: submit -> accepted, one job at a time.
+    let mut lat = Vec::new();
+    for _ in 0..2000 {
+        let t0 = Instant::now();
+        let mut rx = submit(&cluster);
+        let mut started = None;
+        while let Some(Ok(m)) = rx.recv().await {
+            let ev = m.event.unwrap();
+            if matches!(ev, Event::Accepted(_)) {
+                started = Some(t0.elapsed());
+            }
+            if rpc::is_terminal(&ev) {
+                break;
+            }
+        }
+        lat.push(started.expect("no accepted event"));
+    }
+    lat.sort();
+    // Throughput: submissions in batches of 1000 (under the 4000 free slots), each batch
+    // waited out, so every job is placed at submit time, never queued.
+    let t0 = Instant::now();
+    let mut done = 0usize;
+    while done < n_jobs {
+        let batch: Vec<EventRx> = (0..1000).map(|_| submit(&cluster)).collect();
+        for mut rx in batch {
+            while let Some(Ok(m)) = rx.recv().await {
+                if rpc::is_terminal(&m.event.unwrap()) {
+                    break;
+                }
+            }
+        }
+        done += 1000;
+    }
+    let elapsed = t0.elapsed();
+    println!("in-process (orchestrator state machine, no gRPC), {n_workers} workers:");
+    println!(
+        "  submit->assigned latency ({} jobs): p50 {:?}  p99 {:?}",
+        lat.len(),
+        pct(&lat, 0.5),
+        pct(&lat, 0.99)
+    );
+    println!(
+        "  PLACEMENTS/s: {:.0}  ({done} submit->assign->finished cycles in {elapsed:.2?})",
+        done as f64 / elapsed.as_secs_f64()
+    );
 }
 
 fn orchestrator_role() {
@@ -255,7 +371,17 @@ async fn bench(n_workers: usize, n_jobs: usize) {
     let count = metric(&metrics, "placement_seconds_count");
     let sum = metric(&metrics, "placement_seconds_sum");
 
-    println!("orchestrator bench: {n_workers} simulated workers on loopback, no-op jobs");
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "orchestrator bench: {n_workers} simulated workers on loopback gRPC, no-op jobs, {} cores, loadavg {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     println!(
         "  submit->start latency (sequential, {} jobs): p50 {:?}  p99 {:?}",
         lat.len(),
@@ -263,7 +389,7 @@ async fn bench(n_workers: usize, n_jobs: usize) {
         pct(&lat, 0.99)
     );
     println!(
-        "  throughput ({conc} concurrent submitters): {done} jobs in {:.2?} = {:.0} placements/s (submit->finished cycles)",
+        "  PLACEMENTS/s over gRPC ({conc} concurrent submitters): {1:.0}  ({done} submit->finished cycles in {0:.2?})",
         elapsed,
         done as f64 / elapsed.as_secs_f64()
     );

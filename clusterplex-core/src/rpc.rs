@@ -3,13 +3,13 @@
 //!
 //! Read the comment at the top of the proto file for the message flow.
 
-use std::{str::FromStr, time::Duration};
+use std::{path::Path, str::FromStr, time::Duration};
 
 use tonic::{
     Request, Status,
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
 use crate::{
@@ -107,15 +107,47 @@ impl Interceptor for TokenInterceptor {
 /// A channel with the token attached.
 pub type AuthChannel = InterceptedService<Channel, TokenInterceptor>;
 
-/// Opens a channel to `url` (`http://host:3500`, or `https://` when built with TLS support in
-/// the caller), failing after `connect_timeout`.
+/// Environment variable naming the PEM CA certificate that `https://` orchestrator URLs are
+/// verified against (clients: worker agents, shims).
+pub const TLS_CA_ENV: &str = "CLUSTERPLEX_TLS_CA";
+
+/// Opens a channel to `url`, failing after `connect_timeout`. `http://host:3500` is plaintext;
+/// `https://host:3500` is TLS, verified against the CA in `CLUSTERPLEX_TLS_CA`.
 pub async fn connect_channel(url: &str, connect_timeout: Duration) -> Result<Channel, Status> {
-    let endpoint = Endpoint::from_shared(url.to_string())
+    let ca = std::env::var_os(TLS_CA_ENV).filter(|v| !v.is_empty());
+    connect_channel_tls(url, connect_timeout, ca.as_deref().map(Path::new)).await
+}
+
+/// [`connect_channel`] with the CA given explicitly (`None`: the URL must be `http://`).
+pub async fn connect_channel_tls(
+    url: &str,
+    connect_timeout: Duration,
+    tls_ca: Option<&Path>,
+) -> Result<Channel, Status> {
+    let mut endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| Status::invalid_argument(format!("bad orchestrator url `{url}`: {e}")))?
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_while_idle(true);
+    if url.starts_with("https://") {
+        let Some(ca) = tls_ca else {
+            return Err(Status::invalid_argument(format!(
+                "`{url}` is TLS: set {TLS_CA_ENV} (or --tls-ca) to the CA certificate (PEM) that signed the orchestrator's"
+            )));
+        };
+        let pem = std::fs::read(ca).map_err(|e| {
+            Status::invalid_argument(format!("{TLS_CA_ENV} `{}`: {e}", ca.display()))
+        })?;
+        let host = endpoint.uri().host().unwrap_or_default().to_string();
+        endpoint = endpoint
+            .tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(pem))
+                    .domain_name(host),
+            )
+            .map_err(|e| Status::invalid_argument(format!("TLS setup for `{url}`: {e}")))?;
+    }
     endpoint
         .connect()
         .await
@@ -379,6 +411,7 @@ pub fn outcome_to_pb(result: &Result<JobSummary, RunError>) -> Event {
             code: pb::FailureCode::JobError as i32,
             stage: e.stage.clone(),
             exit_status: 1,
+            ..Default::default()
         }),
     }
 }
@@ -391,6 +424,7 @@ pub fn failed(code: pb::FailureCode, reason: impl Into<String>, retryable: bool)
         code: code as i32,
         stage: String::new(),
         exit_status: 1,
+        ..Default::default()
     })
 }
 

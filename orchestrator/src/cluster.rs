@@ -4,6 +4,16 @@
 //!
 //! One mutex guards the state; it is held only for in-memory work (placement over the worker
 //! map, channel sends that never block), never across an `.await`.
+//!
+//! Two behaviours serve Plex sessions (issue #6):
+//! - *Superseding and affinity*: a job whose `plex.session_id` matches a live job of the same
+//!   session replaces it (Plex restarted the transcoder for a seek): the old job is cancelled at
+//!   once and the new one prefers the old one's worker while it is capable and has a free slot.
+//! - *Failover resume*: when a worker is lost, each of its jobs is placed again elsewhere,
+//!   invisibly to the submitter. Segmented jobs carry on from the first segment not yet written
+//!   ([`Job::resume_at`]); single-file jobs restart from the beginning. Only when no capable
+//!   worker frees up within the queue timeout does the submitter get `failed{WORKER_LOST}`, with
+//!   the resume point so that it can carry on locally.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
@@ -15,7 +25,7 @@ use std::{
 };
 
 use clusterplex_core::{
-    Capabilities, CapabilityNeeds,
+    Capabilities, CapabilityNeeds, Job, Segmenting,
     load::Load,
     placement::{self, Candidate, Strategy},
     rpc::{self, Event, pb},
@@ -23,7 +33,11 @@ use clusterplex_core::{
 use tokio::sync::{Notify, mpsc};
 use tonic::Status;
 
-use crate::metrics::{Metrics, WorkerLabels};
+use crate::metrics::{Metrics, WorkerGauges, WorkerLabels};
+
+/// How long the worker that last ran a session is remembered for affinity after the session's
+/// job ended (Plex kills the old transcoder before it starts the one for the seek).
+const SESSION_MEMORY: Duration = Duration::from_secs(60);
 
 /// Events to one submitter. Unbounded so the state lock never waits on a slow shim; a job's
 /// events are small and few (progress every interval, one per segment).
@@ -63,10 +77,40 @@ struct WorkerEntry {
     draining: bool,
     tx: WorkerTx,
     session: u64,
-    /// Jobs occupying a slot, until the worker reports their end.
+    /// Jobs assigned to the worker, until it reports their end.
     jobs: BTreeSet<String>,
+    /// Of `jobs`, those the orchestrator cancelled: the engine stops within 200 ms, so their
+    /// slots already count as free (a seek's new job can then go to the same worker at once).
+    cancelling: BTreeSet<String>,
     last_seen: Instant,
     labels: WorkerLabels,
+    /// Handles on this worker's gauges, so updates skip the label lookup.
+    gauges: WorkerGauges,
+}
+
+impl WorkerEntry {
+    /// Jobs that hold a slot.
+    fn busy(&self) -> u32 {
+        u32::try_from(self.jobs.len().saturating_sub(self.cancelling.len())).unwrap_or(u32::MAX)
+    }
+
+    fn send_cancel(&self, job_id: &str, reason: &str) {
+        let _ = self.tx.send(Ok(pb::OrchestratorMessage {
+            msg: Some(pb::orchestrator_message::Msg::Cancel(pb::CancelJob {
+                job_id: job_id.to_string(),
+                reason: reason.to_string(),
+            })),
+        }));
+    }
+
+    /// Cancels one of its jobs and frees the job's slot now.
+    fn cancel_job(&mut self, job_id: &str, reason: &str) {
+        self.send_cancel(job_id, reason);
+        if self.jobs.contains(job_id) && self.cancelling.insert(job_id.to_string()) {
+            placement::account_release(&mut self.load, self.max_jobs);
+            self.gauges.update(&self.load, self.score);
+        }
+    }
 }
 
 impl Candidate for WorkerEntry {
@@ -96,13 +140,57 @@ enum JobState {
 }
 
 struct JobEntry {
+    /// The job as submitted.
     job_json: Vec<u8>,
+    /// The parsed job, for resuming (None only for callers that do not pass it).
+    job: Option<Job>,
+    /// After a failover: what the next worker runs instead of `job_json` (the continuation).
+    continuation: Option<Vec<u8>>,
     needs: CapabilityNeeds,
     poster_id: String,
     poster_host: String,
     submitted: Instant,
     state: JobState,
     tx: EventTx,
+    /// Plex transcode session (for superseding and affinity).
+    session: Option<String>,
+    /// Worker to try first (the one that ran this session before).
+    prefer: Option<String>,
+    /// Segments written so far on the first output: number -> (start, end) seconds.
+    segments: BTreeMap<u64, (f64, f64)>,
+    /// Bumped each time the job is queued, so that an older queue timer does not fire on it.
+    generation: u64,
+    /// Set once the job lost its worker and was moved: its submitter does not see the move.
+    failover: Option<Failover>,
+}
+
+/// Why and from where a job is being carried on elsewhere.
+struct Failover {
+    why: String,
+    /// `(next_segment, elapsed)` of the continuation; None when it restarts from the start.
+    resume: Option<(u64, f64)>,
+}
+
+impl JobEntry {
+    /// Where a segmented job can carry on: the first segment number not yet written (counting
+    /// up from the job's first number) and the media seconds covered by the contiguous run
+    /// before it. None when nothing was written yet or the job is not segmented.
+    fn resume_point(&self) -> Option<(u64, f64)> {
+        let job = self.job.as_ref()?;
+        let first = match job.outputs.first()?.segmenting.as_ref()? {
+            Segmenting::Segment { start_number, .. }
+            | Segmenting::Hls { start_number, .. }
+            | Segmenting::Dash { start_number, .. } => *start_number,
+        };
+        let (start, _) = *self.segments.get(&first)?;
+        let mut next = first;
+        let mut end = start;
+        while let Some(&(_, e)) = self.segments.get(&next) {
+            end = e;
+            next += 1;
+        }
+        Some((next, (end - start).max(0.0)))
+    }
 }
 
 #[derive(Default)]
@@ -114,6 +202,10 @@ struct Inner {
     posters: HashMap<String, u32>,
     next_session: u64,
     shutting_down: bool,
+    /// Plex session id -> its live job.
+    sessions: HashMap<String, String>,
+    /// Plex session id -> the worker that last ran it, and when its job ended.
+    recent_sessions: HashMap<String, (String, Instant)>,
 }
 
 /// What a new job submission carries.
@@ -121,6 +213,8 @@ struct Inner {
 pub struct Submission {
     pub job_id: String,
     pub job_json: Vec<u8>,
+    /// The parsed job: needed for superseding by session and for failover resume.
+    pub job: Option<Job>,
     pub needs: CapabilityNeeds,
     pub poster_id: String,
     pub poster_host: String,
@@ -185,38 +279,102 @@ impl Cluster {
         if *count == 1 {
             self.metrics.job_posters_active.inc();
         }
+        let session = sub
+            .job
+            .as_ref()
+            .and_then(|j| j.plex.session_id.clone())
+            .filter(|s| !s.is_empty());
+        let prefer = match &session {
+            Some(sid) => self.supersede_locked(&mut inner, sid, &id),
+            None => None,
+        };
         inner.jobs.insert(
             id.clone(),
             JobEntry {
                 job_json: sub.job_json,
+                job: sub.job,
+                continuation: None,
                 needs: sub.needs,
                 poster_id: sub.poster_id,
                 poster_host: sub.poster_host,
                 submitted: Instant::now(),
                 state: JobState::Queued,
                 tx,
+                session,
+                prefer,
+                segments: BTreeMap::new(),
+                generation: 0,
+                failover: None,
             },
         );
         if !self.place_locked(&mut inner, &id) {
-            inner.queue.push_back(id.clone());
-            self.metrics.queue_depth.set(inner.queue.len() as i64);
-            let position = u32::try_from(inner.queue.len()).unwrap_or(u32::MAX);
-            if let Some(j) = inner.jobs.get(&id) {
-                let _ = j.tx.send(Ok(rpc::job_event(
-                    &id,
-                    Event::Queued(pb::Queued { position }),
-                )));
-            }
-            drop(inner);
-            // A timer per queued job, not a poll: it fires once, at the deadline.
-            let me = Arc::clone(self);
-            let jid = id.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(me.cfg.queue_timeout).await;
-                me.queue_timed_out(&jid);
-            });
+            self.enqueue_locked(&mut inner, &id);
         }
         Ok((id, rx))
+    }
+
+    /// A new job of Plex session `sid` arrived: the session's live job (if any) is cancelled
+    /// at once, since Plex restarted the transcoder (a seek). Returns the worker the new job
+    /// should prefer: the one that ran the session last.
+    fn supersede_locked(&self, inner: &mut Inner, sid: &str, new_id: &str) -> Option<String> {
+        let old = inner.sessions.insert(sid.to_string(), new_id.to_string());
+        if let Some(old_id) = old
+            && let Some(job) = inner.jobs.get(&old_id)
+        {
+            let reason = format!("superseded by a new transcode of session {sid}");
+            match &job.state {
+                JobState::Running { worker, .. } => {
+                    let worker = worker.clone();
+                    if let Some(w) = inner.workers.get_mut(&worker) {
+                        w.cancel_job(&old_id, &reason);
+                    }
+                    inner
+                        .recent_sessions
+                        .insert(sid.to_string(), (worker, Instant::now()));
+                }
+                JobState::Queued => {
+                    inner.queue.retain(|j| *j != old_id);
+                    self.metrics.queue_depth.set(inner.queue.len() as i64);
+                }
+            }
+            tracing::info!(job = old_id, session = sid, "superseded (seek)");
+            self.finish_locked(inner, &old_id, Event::Cancelled(pb::Cancelled { reason }));
+        }
+        let recent = inner.recent_sessions.get(sid)?;
+        (recent.1.elapsed() < SESSION_MEMORY).then(|| recent.0.clone())
+    }
+
+    /// Queues a job that could not be placed, with a timer that fails it at the queue timeout.
+    /// A job that was already running (failover) goes before new submissions.
+    fn enqueue_locked(self: &Arc<Self>, inner: &mut Inner, id: &str) {
+        let Some(j) = inner.jobs.get(id) else {
+            return;
+        };
+        if j.failover.is_some() {
+            inner.queue.push_front(id.to_string());
+        } else {
+            inner.queue.push_back(id.to_string());
+        }
+        self.metrics.queue_depth.set(inner.queue.len() as i64);
+        let position = u32::try_from(inner.queue.len()).unwrap_or(u32::MAX);
+        let Some(j) = inner.jobs.get_mut(id) else {
+            return;
+        };
+        j.generation += 1;
+        let generation = j.generation;
+        if j.failover.is_none() {
+            let _ = j.tx.send(Ok(rpc::job_event(
+                id,
+                Event::Queued(pb::Queued { position }),
+            )));
+        }
+        // A timer per queued job, not a poll: it fires once, at the deadline.
+        let me = Arc::clone(self);
+        let jid = id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(me.cfg.queue_timeout).await;
+            me.queue_timed_out(&jid, generation);
+        });
     }
 
     /// Tries to place a queued (or new) job. True when it was assigned.
@@ -225,13 +383,23 @@ impl Cluster {
         let Some(job) = inner.jobs.get(job_id) else {
             return false;
         };
-        let chosen = placement::select(
-            self.cfg.strategy,
-            inner.workers.values(),
-            &job.needs,
-            inner.rr_last.as_deref(),
-        )
-        .map(|w| w.id.clone());
+        // Affinity first (a seek of a session goes back to its worker), then the strategy.
+        let preferred = job
+            .prefer
+            .as_ref()
+            .and_then(|p| inner.workers.get(p))
+            .filter(|w| placement::has_free_slot(*w) && w.caps.covers(&job.needs));
+        let affinity = preferred.is_some();
+        let chosen = match preferred {
+            Some(w) => Some(w.id.clone()),
+            None => placement::select(
+                self.cfg.strategy,
+                inner.workers.values(),
+                &job.needs,
+                inner.rr_last.as_deref(),
+            )
+            .map(|w| w.id.clone()),
+        };
         self.metrics
             .placement_seconds
             .observe(t0.elapsed().as_secs_f64());
@@ -248,7 +416,7 @@ impl Cluster {
         let assign = pb::OrchestratorMessage {
             msg: Some(pb::orchestrator_message::Msg::Assign(pb::AssignJob {
                 job_id: job_id.to_string(),
-                job_json: job.job_json.clone(),
+                job_json: job.continuation.as_ref().unwrap_or(&job.job_json).clone(),
             })),
         };
         if w.tx.send(Ok(assign)).is_err() {
@@ -257,15 +425,23 @@ impl Cluster {
         }
         placement::account_assignment(&mut w.load, w.max_jobs);
         w.jobs.insert(job_id.to_string());
-        self.update_worker_gauges(w);
-        *rr_last = Some(wid.clone());
-        self.metrics
-            .queue_wait_seconds
-            .observe(job.submitted.elapsed().as_secs_f64());
+        w.gauges.update(&w.load, w.score);
+        if !affinity {
+            *rr_last = Some(wid.clone());
+        }
         job.state = JobState::Running {
             worker: wid.clone(),
             started: Instant::now(),
         };
+        if let Some(f) = &job.failover {
+            // Invisible to the submitter: its stream carries on with the new worker's events.
+            tracing::info!(job = job_id, worker = wid, resume = ?f.resume, "job moved after: {}", f.why);
+            self.metrics.jobs_failed_over.inc();
+            return true;
+        }
+        self.metrics
+            .queue_wait_seconds
+            .observe(job.submitted.elapsed().as_secs_f64());
         let _ = job.tx.send(Ok(rpc::job_event(
             job_id,
             Event::Accepted(pb::Accepted {
@@ -293,43 +469,86 @@ impl Cluster {
         self.metrics.queue_depth.set(inner.queue.len() as i64);
     }
 
-    fn queue_timed_out(&self, job_id: &str) {
+    fn queue_timed_out(&self, job_id: &str, generation: u64) {
         let mut inner = self.lock();
-        let still_queued =
-            matches!(inner.jobs.get(job_id), Some(j) if matches!(j.state, JobState::Queued));
+        let still_queued = matches!(inner.jobs.get(job_id),
+            Some(j) if matches!(j.state, JobState::Queued) && j.generation == generation);
         if !still_queued {
             return;
         }
         inner.queue.retain(|j| j != job_id);
         self.metrics.queue_depth.set(inner.queue.len() as i64);
-        let reason = match inner.jobs.get(job_id) {
-            Some(j) => placement::explain_unplaceable(inner.workers.values(), &j.needs),
-            None => return,
+        let Some(j) = inner.jobs.get(job_id) else {
+            return;
         };
-        let reason = format!("{reason} (waited {:?})", self.cfg.queue_timeout);
-        self.finish_locked(
-            &mut inner,
-            job_id,
-            rpc::failed(pb::FailureCode::NoWorker, reason, false),
-        );
+        let explain = placement::explain_unplaceable(inner.workers.values(), &j.needs);
+        let waited = self.cfg.queue_timeout;
+        let event = match &j.failover {
+            // The job lost its worker and none could take it over: the submitter carries on
+            // (locally, from the resume point when there is one).
+            Some(f) => {
+                let mut ev = rpc::failed(
+                    pb::FailureCode::WorkerLost,
+                    format!(
+                        "{}; nowhere to resume: {explain} (waited {waited:?})",
+                        f.why
+                    ),
+                    true,
+                );
+                if let (Event::Failed(failed), Some((next, elapsed))) = (&mut ev, f.resume) {
+                    failed.resume_segment = Some(next);
+                    failed.resume_elapsed = Some(elapsed);
+                }
+                ev
+            }
+            None => rpc::failed(
+                pb::FailureCode::NoWorker,
+                format!("{explain} (waited {waited:?})"),
+                false,
+            ),
+        };
+        self.finish_locked(&mut inner, job_id, event);
     }
 
     /// Sends a terminal event to the job's submitter and forgets the job (the submitter's
     /// stream then ends). The worker slot is released separately, when the worker reports.
-    fn finish_locked(&self, inner: &mut Inner, job_id: &str, event: Event) {
+    fn finish_locked(&self, inner: &mut Inner, job_id: &str, mut event: Event) {
         let Some(job) = inner.jobs.remove(job_id) else {
             return;
         };
-        match &event {
-            Event::Finished(_) => self.metrics.jobs_succeeded.inc(),
+        match &mut event {
+            Event::Finished(f) => {
+                self.metrics.jobs_succeeded.inc();
+                if job.failover.is_some() {
+                    // The segments written before the move belong to the same session.
+                    let mut all: BTreeSet<u64> = job.segments.keys().copied().collect();
+                    all.extend(f.segments.iter().copied());
+                    f.segments = all.into_iter().collect();
+                }
+            }
             Event::Cancelled(_) => self.metrics.jobs_killed.inc(),
             _ => self.metrics.jobs_failed.inc(),
         }
         self.metrics.jobs_completed.inc();
-        if let JobState::Running { started, .. } = job.state {
+        if let JobState::Running { started, worker } = &job.state {
             self.metrics
                 .job_duration_seconds
                 .observe(started.elapsed().as_secs_f64());
+            if let Some(sid) = &job.session {
+                if inner.recent_sessions.len() > 4096 {
+                    inner
+                        .recent_sessions
+                        .retain(|_, (_, t)| t.elapsed() < SESSION_MEMORY);
+                }
+                inner
+                    .recent_sessions
+                    .insert(sid.clone(), (worker.clone(), Instant::now()));
+            }
+        }
+        if let Some(sid) = &job.session
+            && inner.sessions.get(sid).is_some_and(|j| j == job_id)
+        {
+            inner.sessions.remove(sid);
         }
         let _ = job.tx.send(Ok(rpc::job_event(job_id, event)));
         self.poster_done_locked(inner, &job.poster_id);
@@ -353,13 +572,9 @@ impl Cluster {
             return;
         };
         if let JobState::Running { worker, .. } = &job.state {
-            if let Some(w) = inner.workers.get(worker) {
-                let _ = w.tx.send(Ok(pb::OrchestratorMessage {
-                    msg: Some(pb::orchestrator_message::Msg::Cancel(pb::CancelJob {
-                        job_id: job_id.to_string(),
-                        reason: "the submitter disconnected".into(),
-                    })),
-                }));
+            let worker = worker.clone();
+            if let Some(w) = inner.workers.get_mut(&worker) {
+                w.cancel_job(job_id, "the submitter disconnected");
             }
         } else {
             inner.queue.retain(|j| j != job_id);
@@ -373,12 +588,14 @@ impl Cluster {
                 reason: "submitter disconnected".into(),
             }),
         );
+        // Its slot counts as free now.
+        self.drain_queue_locked(&mut inner);
     }
 
     // --------------------------------------------------------------------------- workers
 
     /// Registers (or re-registers) a worker. Returns the session number of this connection.
-    pub fn register(&self, reg: &pb::Register, tx: WorkerTx) -> Result<u64, Status> {
+    pub fn register(self: &Arc<Self>, reg: &pb::Register, tx: WorkerTx) -> Result<u64, Status> {
         if reg.worker_id.is_empty() {
             return Err(Status::invalid_argument("register: worker_id is empty"));
         }
@@ -387,21 +604,19 @@ impl Cluster {
         let session = inner.next_session;
         let still_running: BTreeSet<String> = reg.running_job_ids.iter().cloned().collect();
         let mut kept = BTreeSet::new();
+        let mut lost = Vec::new();
         if let Some(old) = inner.workers.remove(&reg.worker_id) {
-            // Same id again (reconnect): keep the jobs it still runs, fail the ones it lost.
+            // Same id again (reconnect): keep the jobs it still runs, move the ones it lost.
             tracing::info!(
                 worker = reg.worker_id,
                 "worker re-registered; replacing its old connection"
             );
-            self.metrics.worker_load_cpu.remove(&old.labels);
-            self.metrics.worker_load_tasks.remove(&old.labels);
-            self.metrics.worker_load_rank.remove(&old.labels);
-            self.metrics.workers_active.dec();
+            self.remove_worker_metrics(&old);
             for j in old.jobs {
-                if still_running.contains(&j) {
+                if still_running.contains(&j) && !old.cancelling.contains(&j) {
                     kept.insert(j);
                 } else {
-                    self.fail_lost_job_locked(&mut inner, &j, &old.id, "the worker restarted");
+                    lost.push(j);
                 }
             }
         }
@@ -442,29 +657,26 @@ impl Cluster {
             tx,
             session,
             jobs: kept,
+            cancelling: BTreeSet::new(),
             last_seen: Instant::now(),
+            gauges: self.metrics.worker_gauges(&labels),
             labels,
         };
         self.metrics.workers_active.inc();
-        self.update_worker_gauges(&entry);
+        entry.gauges.update(&entry.load, entry.score);
         inner.workers.insert(entry.id.clone(), entry);
+        for j in lost {
+            self.failover_locked(&mut inner, &j, &reg.worker_id, "the worker restarted");
+        }
         self.drain_queue_locked(&mut inner);
         Ok(session)
     }
 
-    fn update_worker_gauges(&self, w: &WorkerEntry) {
-        self.metrics
-            .worker_load_cpu
-            .get_or_create(&w.labels)
-            .set(w.load.cpu_percent);
-        self.metrics
-            .worker_load_tasks
-            .get_or_create(&w.labels)
-            .set(i64::from(w.load.running_jobs));
-        self.metrics
-            .worker_load_rank
-            .get_or_create(&w.labels)
-            .set(placement::rank(w.score, w.load.cpu_percent));
+    fn remove_worker_metrics(&self, w: &WorkerEntry) {
+        self.metrics.worker_load_cpu.remove(&w.labels);
+        self.metrics.worker_load_tasks.remove(&w.labels);
+        self.metrics.worker_load_rank.remove(&w.labels);
+        self.metrics.workers_active.dec();
     }
 
     fn fail_lost_job_locked(&self, inner: &mut Inner, job_id: &str, worker: &str, why: &str) {
@@ -479,9 +691,51 @@ impl Cluster {
         }
     }
 
-    /// The worker's stream ended or its reports stopped: forget it and fail its jobs now, so
-    /// their submitters can fall back at once.
-    pub fn worker_lost(&self, worker_id: &str, session: u64, why: &str) {
+    /// Job `job_id` lost its worker: place it elsewhere, from the first unwritten segment when
+    /// it is segmented, else from the start; queue it (for the queue timeout) when no capable
+    /// worker is free. Its submitter sees none of this unless it finally fails.
+    fn failover_locked(self: &Arc<Self>, inner: &mut Inner, job_id: &str, worker: &str, why: &str) {
+        let Some(job) = inner.jobs.get_mut(job_id) else {
+            return;
+        };
+        if !matches!(&job.state, JobState::Running { worker: w, .. } if w == worker) {
+            return;
+        }
+        let why = format!("worker {worker} lost: {why}");
+        let Some(original) = &job.job else {
+            // Nothing to rebuild the job from: the submitter falls back.
+            return self.finish_locked(
+                inner,
+                job_id,
+                rpc::failed(pb::FailureCode::WorkerLost, why, true),
+            );
+        };
+        let resume = job.resume_point();
+        let continuation = match resume {
+            Some((next, elapsed)) => match original.resume_at(next, elapsed) {
+                Ok(c) => match rpc::encode_json(&c) {
+                    Ok(json) => Some((json, (next, elapsed))),
+                    Err(_) => None,
+                },
+                // One-file outputs cannot carry on: restart from the start.
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let resume = continuation.as_ref().map(|(_, r)| *r);
+        job.continuation = continuation.map(|(json, _)| json);
+        job.state = JobState::Queued;
+        job.prefer = None;
+        tracing::warn!(job = job_id, ?resume, "{why}; moving the job");
+        job.failover = Some(Failover { why, resume });
+        if !self.place_locked(inner, job_id) {
+            self.enqueue_locked(inner, job_id);
+        }
+    }
+
+    /// The worker's stream ended or its reports stopped: forget it and move its jobs to other
+    /// workers (or fail them when none can take them).
+    pub fn worker_lost(self: &Arc<Self>, worker_id: &str, session: u64, why: &str) {
         let mut inner = self.lock();
         let current = matches!(inner.workers.get(worker_id), Some(w) if w.session == session);
         if !current {
@@ -496,14 +750,11 @@ impl Cluster {
             jobs = w.jobs.len(),
             "worker lost: {why}"
         );
-        self.metrics.workers_active.dec();
-        self.metrics.worker_load_cpu.remove(&w.labels);
-        self.metrics.worker_load_tasks.remove(&w.labels);
-        self.metrics.worker_load_rank.remove(&w.labels);
+        self.remove_worker_metrics(&w);
         let _ =
             w.tx.send(Err(Status::unavailable(format!("marked lost: {why}"))));
         for j in &w.jobs {
-            self.fail_lost_job_locked(&mut inner, j, worker_id, why);
+            self.failover_locked(&mut inner, j, worker_id, why);
         }
     }
 
@@ -540,28 +791,37 @@ impl Cluster {
                 w.load.mem_total_bytes = l.mem_total_bytes;
                 // The orchestrator's own count is authoritative (it includes assignments the
                 // worker has not seen yet).
-                w.load.running_jobs = u32::try_from(w.jobs.len()).unwrap_or(u32::MAX);
-                let w = &*w;
-                self.update_worker_gauges(w);
+                w.load.running_jobs = w.busy();
+                w.gauges.update(&w.load, w.score);
             }
             pb::worker_message::Msg::JobEvent(ev) => {
                 let Some(event) = ev.event else { return };
                 let job_id = ev.job_id;
                 if rpc::is_terminal(&event) {
-                    if w.jobs.remove(&job_id) {
+                    if w.jobs.remove(&job_id) && !w.cancelling.remove(&job_id) {
                         placement::account_release(&mut w.load, w.max_jobs);
-                        let w = &*w;
-                        self.update_worker_gauges(w);
+                        w.gauges.update(&w.load, w.score);
                     }
                     let ours = matches!(inner.jobs.get(&job_id), Some(j) if matches!(&j.state, JobState::Running { worker, .. } if worker == worker_id));
                     if ours {
                         self.finish_locked(&mut inner, &job_id, event);
                     }
                     self.drain_queue_locked(&mut inner);
-                } else if let Some(job) = inner.jobs.get(&job_id) {
-                    if matches!(event, Event::Accepted(_) | Event::Queued(_)) {
-                        // The orchestrator already told the submitter where the job runs.
+                } else if let Some(job) = inner.jobs.get_mut(&job_id) {
+                    let ours = matches!(&job.state, JobState::Running { worker, .. } if worker == worker_id);
+                    if !ours {
+                        // A worker that lost the job (it was moved) is still talking about it.
                         return;
+                    }
+                    match &event {
+                        // The orchestrator already told the submitter where the job runs.
+                        Event::Accepted(_) | Event::Queued(_) => return,
+                        // A continuation's start is not news to the submitter.
+                        Event::Started(_) if job.failover.is_some() => return,
+                        Event::Segment(s) if s.output == 0 => {
+                            job.segments.insert(s.number, (s.start, s.end));
+                        }
+                        _ => {}
                     }
                     let _ = job.tx.send(Ok(rpc::job_event(&job_id, event)));
                 }
@@ -579,15 +839,15 @@ impl Cluster {
         let _ = w.tx.send(Ok(pb::OrchestratorMessage {
             msg: Some(pb::orchestrator_message::Msg::Drain(pb::Drain {})),
         }));
-        let jobs: Vec<String> = w.jobs.iter().cloned().collect();
+        let jobs: Vec<String> = w
+            .jobs
+            .iter()
+            .filter(|j| !w.cancelling.contains(*j))
+            .cloned()
+            .collect();
         if cancel_running {
             for j in &jobs {
-                let _ = w.tx.send(Ok(pb::OrchestratorMessage {
-                    msg: Some(pb::orchestrator_message::Msg::Cancel(pb::CancelJob {
-                        job_id: j.clone(),
-                        reason: "worker drained".into(),
-                    })),
-                }));
+                w.cancel_job(j, "worker drained");
             }
             for j in &jobs {
                 self.fail_lost_job_locked(&mut inner, j, worker_id, "drained");
@@ -653,7 +913,7 @@ impl Cluster {
             let _ = w.tx.send(Err(Status::unavailable(
                 "the orchestrator is shutting down",
             )));
-            self.metrics.workers_active.dec();
+            self.remove_worker_metrics(&w);
         }
     }
 
@@ -707,13 +967,8 @@ impl Cluster {
             })
             .collect();
         for (id, worker) in left {
-            if let Some(w) = worker.and_then(|w| inner.workers.get(&w)) {
-                let _ = w.tx.send(Ok(pb::OrchestratorMessage {
-                    msg: Some(pb::orchestrator_message::Msg::Cancel(pb::CancelJob {
-                        job_id: id.clone(),
-                        reason: "orchestrator shutdown".into(),
-                    })),
-                }));
+            if let Some(w) = worker.and_then(|w| inner.workers.get_mut(&w)) {
+                w.cancel_job(&id, "orchestrator shutdown");
             }
             self.finish_locked(
                 &mut inner,
@@ -725,5 +980,198 @@ impl Cluster {
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clusterplex_core::{Input, Output};
+
+    fn dash_job(start: u64) -> Job {
+        let mut o = Output::new("/t/s.mpd", Some("dash"));
+        o.segmenting = Some(Segmenting::Dash {
+            seg_duration: 2.0,
+            start_number: start,
+            init_seg_name: None,
+            media_seg_name: None,
+            manifest_target: None,
+            window_size: None,
+            use_template: None,
+            use_timeline: None,
+            single_file: false,
+            time_delta: None,
+            delete_removed: None,
+            break_non_keyframes: false,
+        });
+        Job {
+            inputs: vec![Input::new("/m/a.mkv")],
+            outputs: vec![o],
+            ..Default::default()
+        }
+    }
+
+    fn entry(job: Job) -> JobEntry {
+        JobEntry {
+            job_json: Vec::new(),
+            job: Some(job),
+            continuation: None,
+            needs: CapabilityNeeds::default(),
+            poster_id: String::new(),
+            poster_host: String::new(),
+            submitted: Instant::now(),
+            state: JobState::Queued,
+            tx: mpsc::unbounded_channel().0,
+            session: None,
+            prefer: None,
+            segments: BTreeMap::new(),
+            generation: 0,
+            failover: None,
+        }
+    }
+
+    #[test]
+    fn resume_point_is_the_first_gap_and_the_contiguous_time() {
+        let mut e = entry(dash_job(5));
+        assert_eq!(e.resume_point(), None, "nothing written");
+        e.segments.insert(5, (10.0, 12.0));
+        e.segments.insert(6, (12.0, 14.0));
+        e.segments.insert(8, (16.0, 18.0)); // after a gap: not counted
+        assert_eq!(e.resume_point(), Some((7, 4.0)));
+        e.segments.insert(7, (14.0, 16.0));
+        assert_eq!(e.resume_point(), Some((9, 8.0)));
+        // A single file has no resume point.
+        let mut single = entry(Job {
+            outputs: vec![Output::new("/t/a.mp4", Some("mp4"))],
+            ..dash_job(1)
+        });
+        single.segments.insert(1, (0.0, 2.0));
+        assert_eq!(single.resume_point(), None);
+    }
+
+    fn register(
+        c: &Arc<Cluster>,
+        id: &str,
+    ) -> (
+        u64,
+        mpsc::UnboundedReceiver<Result<pb::OrchestratorMessage, Status>>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let reg = pb::Register {
+            worker_id: id.into(),
+            name: id.into(),
+            protocol_version: rpc::PROTOCOL_VERSION,
+            max_jobs: 1,
+            benchmark_score: 100.0,
+            ..Default::default()
+        };
+        (c.register(&reg, tx).unwrap(), rx)
+    }
+
+    fn submit(c: &Arc<Cluster>, session: Option<&str>) -> (String, EventRx) {
+        let mut job = dash_job(1);
+        job.plex.session_id = session.map(str::to_string);
+        c.submit(Submission {
+            job_json: rpc::encode_json(&job).unwrap(),
+            job: Some(job),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn accepted_on(rx: &mut EventRx) -> String {
+        loop {
+            match rx.try_recv().unwrap().unwrap().event.unwrap() {
+                Event::Accepted(a) => return a.worker_id,
+                Event::Queued(_) => {}
+                e => panic!("{e:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_seek_supersedes_the_session_s_job_and_stays_on_its_worker() {
+        let c = Cluster::new(ClusterConfig {
+            strategy: Strategy::RoundRobin,
+            ..Default::default()
+        });
+        let (_, mut w1) = register(&c, "w1");
+        let (_, _w2) = register(&c, "w2");
+        let (old, mut old_rx) = submit(&c, Some("s1"));
+        assert_eq!(accepted_on(&mut old_rx), "w1");
+        // Same session: the old job ends as cancelled, the worker is told, the new one stays
+        // on w1 although round-robin would pick w2 and w1's only slot was taken.
+        let (_new, mut new_rx) = submit(&c, Some("s1"));
+        let ev = old_rx.try_recv().unwrap().unwrap().event.unwrap();
+        assert!(
+            matches!(ev, Event::Cancelled(ref x) if x.reason.contains("superseded")),
+            "{ev:?}"
+        );
+        assert_eq!(accepted_on(&mut new_rx), "w1");
+        let mut saw_cancel = false;
+        while let Ok(Ok(m)) = w1.try_recv() {
+            if let Some(pb::orchestrator_message::Msg::Cancel(x)) = m.msg {
+                saw_cancel |= x.job_id == old;
+            }
+        }
+        assert!(saw_cancel);
+        // Other sessions follow the strategy.
+        let (_, mut other) = submit(&c, Some("s2"));
+        assert_eq!(accepted_on(&mut other), "w2");
+        let (_, mut none) = submit(&c, None);
+        assert!(matches!(
+            none.try_recv().unwrap().unwrap().event.unwrap(),
+            Event::Queued(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_lost_worker_s_segmented_job_continues_elsewhere_from_the_gap() {
+        let c = Cluster::new(ClusterConfig::default());
+        let (s1, _w1) = register(&c, "w1");
+        let (id, mut rx) = submit(&c, None);
+        assert_eq!(accepted_on(&mut rx), "w1");
+        for n in 1..=3u64 {
+            let seg = pb::SegmentWritten {
+                number: n,
+                start: (n - 1) as f64 * 2.0,
+                end: n as f64 * 2.0,
+                ..Default::default()
+            };
+            c.worker_message(
+                "w1",
+                s1,
+                pb::worker_message::Msg::JobEvent(rpc::job_event(&id, Event::Segment(seg))),
+            );
+        }
+        for _ in 0..3 {
+            assert!(matches!(
+                rx.try_recv().unwrap().unwrap().event.unwrap(),
+                Event::Segment(_)
+            ));
+        }
+        c.worker_lost("w1", s1, "test");
+        // No worker yet: queued silently.
+        assert!(rx.try_recv().is_err());
+        let (_, mut w2) = register(&c, "w2");
+        let assign = loop {
+            if let Some(pb::orchestrator_message::Msg::Assign(a)) =
+                w2.try_recv().unwrap().unwrap().msg
+            {
+                break a;
+            }
+        };
+        assert_eq!(assign.job_id, id);
+        let cont = rpc::decode_job(&assign.job_json).unwrap();
+        assert_eq!(cont.inputs[0].seek, Some(6.0));
+        assert!(matches!(
+            cont.outputs[0].segmenting,
+            Some(Segmenting::Dash {
+                start_number: 4,
+                ..
+            })
+        ));
+        // The submitter still saw nothing of the move.
+        assert!(rx.try_recv().is_err());
     }
 }

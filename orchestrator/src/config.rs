@@ -36,12 +36,16 @@ pub struct Args {
     /// Shared secret every RPC must carry (`authorization: Bearer <token>`); unset = no auth.
     #[arg(long, env = "CLUSTERPLEX_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// PEM certificate chain for gRPC over TLS (needs a build with `--features tls`).
-    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    /// PEM certificate chain: serve gRPC over TLS only (clients then use `https://`).
+    #[arg(long, env = "CLUSTERPLEX_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for --tls-cert.
-    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "CLUSTERPLEX_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// CA certificate (PEM) the --local-workers verify the orchestrator's certificate with
+    /// (they connect to `https://localhost`); default: the --tls-cert file itself.
+    #[arg(long, env = "CLUSTERPLEX_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Run this many workers inside this process (a one-machine cluster).
     #[arg(long, env = "LOCAL_WORKERS", default_value_t = 0)]
     pub local_workers: u32,

@@ -63,9 +63,7 @@ pub async fn start(cfg: OrchestratorConfig) -> Result<Running, Error> {
         Ok(req)
     };
 
-    #[allow(unused_mut)]
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
-    #[cfg(feature = "tls")]
     if let Some(tls) = &cfg.tls {
         let cert = std::fs::read(&tls.cert)
             .map_err(|e| Error::Tls(format!("{}: {e}", tls.cert.display())))?;
@@ -75,12 +73,6 @@ pub async fn start(cfg: OrchestratorConfig) -> Result<Running, Error> {
         builder = builder
             .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
             .map_err(|e| Error::Tls(e.to_string()))?;
-    }
-    #[cfg(not(feature = "tls"))]
-    if cfg.tls.is_some() {
-        return Err(Error::Tls(
-            "this build has no TLS support; rebuild with `--features tls`".into(),
-        ));
     }
     let router = builder
         .add_service(JobServiceServer::with_interceptor(

@@ -27,14 +27,24 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let cfg = OrchestratorConfig::try_from(args)?;
     let grace = cfg.shutdown_grace;
     let token = cfg.token.clone();
+    let tls = cfg.tls.clone();
     let running = clusterplex_orchestrator::start(cfg).await?;
     let mut local = Vec::new();
     if args.local_workers > 0 {
         // Embedded workers take the same path as remote ones: a gRPC stream over loopback.
-        let url = format!("http://127.0.0.1:{}", running.grpc_addr.port());
+        let port = running.grpc_addr.port();
+        // With TLS the server speaks nothing else; its certificate must name `localhost`.
+        let (url, ca) = match &tls {
+            Some(t) => (
+                format!("https://localhost:{port}"),
+                Some(args.tls_ca.clone().unwrap_or_else(|| t.cert.clone())),
+            ),
+            None => (format!("http://127.0.0.1:{port}"), None),
+        };
         local = clusterplex_worker::agent::spawn_local_workers(
             &url,
             token.as_deref(),
+            ca,
             args.local_workers,
         )?;
     }

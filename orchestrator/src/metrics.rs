@@ -61,6 +61,25 @@ pub struct Metrics {
     pub placement_seconds: Histogram,
     pub job_duration_seconds: Histogram,
     pub protocol_mismatches: PlainCounter,
+    /// Jobs moved to another worker after theirs was lost (resumed or restarted).
+    pub jobs_failed_over: PlainCounter,
+}
+
+/// One worker's gauges, looked up once at registration.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerGauges {
+    cpu: Gauge<f64, AtomicU64>,
+    tasks: Gauge,
+    rank: Gauge<f64, AtomicU64>,
+}
+
+impl WorkerGauges {
+    pub fn update(&self, load: &clusterplex_core::load::Load, score: f64) {
+        self.cpu.set(load.cpu_percent);
+        self.tasks.set(i64::from(load.running_jobs));
+        self.rank
+            .set(clusterplex_core::placement::rank(score, load.cpu_percent));
+    }
 }
 
 impl Default for Metrics {
@@ -94,6 +113,11 @@ impl Metrics {
             &mut registry,
             "worker_protocol_mismatches",
             "Workers refused for a protocol version mismatch",
+        );
+        let jobs_failed_over = counter(
+            &mut registry,
+            "jobs_failed_over",
+            "Jobs moved to another worker after theirs was lost",
         );
         let job_posters_active = Gauge::default();
         registry.register(
@@ -165,6 +189,16 @@ impl Metrics {
             placement_seconds,
             job_duration_seconds,
             protocol_mismatches,
+            jobs_failed_over,
+        }
+    }
+
+    /// Handles on the per-worker gauges for `labels` (created now).
+    pub fn worker_gauges(&self, labels: &WorkerLabels) -> WorkerGauges {
+        WorkerGauges {
+            cpu: self.worker_load_cpu.get_or_create(labels).clone(),
+            tasks: self.worker_load_tasks.get_or_create(labels).clone(),
+            rank: self.worker_load_rank.get_or_create(labels).clone(),
         }
     }
 

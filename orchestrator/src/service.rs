@@ -70,6 +70,7 @@ impl pb::job_service_server::JobService for Services {
         let (job_id, rx) = self.cluster.submit(Submission {
             job_id: req.job_id,
             job_json: req.job_json,
+            job: Some(job),
             needs,
             poster_id: req.poster_id,
             poster_host: req.poster_host,

@@ -690,8 +690,9 @@ impl Recording {
         v
     }
 
-    /// The order PMS relies on: `status=startup` (when sent) first; `duration` before any
-    /// progress or manifest; no POST on the progress endpoint.
+    /// The order PMS relies on: `status=startup` (when sent) first; `stream` / `streamDetail`
+    /// (when sent) after it and before `duration`, each detail after its stream; `duration`
+    /// before any progress or manifest; no POST on the progress endpoint.
     pub fn check_order(&self) -> Vec<String> {
         let mut v = Vec::new();
         let first = |k: Kind| self.requests.iter().find(|r| r.kind == k).map(|r| r.seq);
@@ -712,11 +713,109 @@ impl Recording {
                 }
             }
         }
+        v.extend(self.stream_order());
         for r in self.rejected() {
             v.push(format!(
                 "#{} {} {}?{} rejected with {}",
                 r.seq, r.method, r.path, r.query, r.status
             ));
+        }
+        v
+    }
+
+    /// Where `stream` / `streamDetail` PUTs sit: after `status=startup`, before `duration`, and
+    /// each `streamDetail` after the `stream` PUT of the same `index` and `id`.
+    fn stream_order(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        let first = |k: Kind| self.requests.iter().find(|r| r.kind == k).map(|r| r.seq);
+        let (startup, duration) = (first(Kind::Startup), first(Kind::Duration));
+        for r in self
+            .requests
+            .iter()
+            .filter(|r| matches!(r.kind, Kind::Stream | Kind::StreamDetail))
+        {
+            if let Some(s) = startup
+                && r.seq < s
+            {
+                v.push(format!(
+                    "{:?} #{} before status=startup #{s}",
+                    r.kind, r.seq
+                ));
+            }
+            if let Some(d) = duration
+                && r.seq > d
+            {
+                v.push(format!("{:?} #{} after duration #{d}", r.kind, r.seq));
+            }
+            if r.kind == Kind::StreamDetail {
+                let announced = self.requests[..r.seq].iter().any(|s| {
+                    s.kind == Kind::Stream
+                        && s.param("index") == r.param("index")
+                        && s.param("id") == r.param("id")
+                });
+                if !announced {
+                    v.push(format!(
+                        "streamDetail #{} (index {:?}) without an earlier stream PUT for it",
+                        r.seq,
+                        r.param("index")
+                    ));
+                }
+            }
+        }
+        v
+    }
+
+    /// `stream` and `streamDetail` were sent: exactly one of each per input stream (`index`),
+    /// `types` (e.g. `["video", "audio"]`) in index order, each with `index`, `id`, `codec` and
+    /// `type`; video details carry `width` and `height`, audio ones `channels`.
+    pub fn check_streams(&self, types: &[&str]) -> Vec<String> {
+        let mut v = Vec::new();
+        for kind in [Kind::Stream, Kind::StreamDetail] {
+            let reqs = self.of(kind);
+            let got: Vec<&str> = reqs.iter().map(|r| r.param("type").unwrap_or("")).collect();
+            if got != types {
+                v.push(format!(
+                    "{kind:?} PUTs for types {got:?}, expected {types:?}"
+                ));
+            }
+            let mut seen = Vec::new();
+            for r in &reqs {
+                for key in ["index", "id", "codec", "type"] {
+                    if r.param(key).is_none_or(str::is_empty) {
+                        v.push(format!("{kind:?} #{} without {key}", r.seq));
+                    }
+                }
+                if r.param("index")
+                    .and_then(|i| i.parse::<u32>().ok())
+                    .is_none()
+                {
+                    v.push(format!("{kind:?} #{} index is not a number", r.seq));
+                }
+                if seen.contains(&r.param("index")) {
+                    v.push(format!(
+                        "{kind:?} #{} repeats index {:?}",
+                        r.seq,
+                        r.param("index")
+                    ));
+                }
+                seen.push(r.param("index"));
+                if kind == Kind::StreamDetail {
+                    let need: &[&str] = match r.param("type") {
+                        Some("video") => &["width", "height"],
+                        Some("audio") => &["channels"],
+                        _ => &[],
+                    };
+                    for key in need {
+                        if r.param(key).is_none() {
+                            v.push(format!(
+                                "streamDetail #{} ({:?}) without {key}",
+                                r.seq,
+                                r.param("type")
+                            ));
+                        }
+                    }
+                }
+            }
         }
         v
     }

@@ -479,3 +479,73 @@ async fn recording_is_served_as_json() {
     // The dump itself is not recorded.
     assert_eq!(pms.recording().requests.len(), 1);
 }
+
+#[tokio::test]
+async fn stream_callbacks_are_checked_for_order_and_content() {
+    let p = format!("{BASE}/progress");
+    let put = |pms: &PmsContract, q: String| {
+        let a = pms.addr();
+        async move { raw(a, "PUT", &q, &[], None).await.0 }
+    };
+    let video = "index=0&id=1&codec=hevc&type=video";
+    let audio = "index=1&id=2&codec=aac&type=audio";
+
+    // The order Plex's transcoder uses: startup, every stream, every detail, then duration.
+    let pms = PmsContract::start_local(Config::default()).await.unwrap();
+    for q in [
+        format!("{p}?status=startup"),
+        format!("{p}/stream?{video}"),
+        format!("{p}/stream?{audio}"),
+        format!("{p}/streamDetail?{video}&width=320&height=180&level=30"),
+        format!("{p}/streamDetail?{audio}&channels=2&sampleRate=48000"),
+        format!("{p}?duration=4.000000"),
+    ] {
+        assert_eq!(put(&pms, q).await, 204);
+    }
+    let rec = pms.shutdown().await;
+    assert_eq!(rec.of(Kind::Stream).len(), 2);
+    assert_eq!(
+        rec.of(Kind::StreamDetail)[0].param("width"),
+        Some("320"),
+        "details are recorded"
+    );
+    assert_eq!(rec.check_order(), Vec::<String>::new());
+    assert_eq!(rec.check_streams(&["video", "audio"]), Vec::<String>::new());
+    // Asking for another set of streams is a violation for both PUT kinds.
+    assert_eq!(rec.check_streams(&["video"]).len(), 2);
+
+    // Out of order: a detail before its stream, a stream after the duration; a detail without
+    // the keys its type needs; a repeated index.
+    let pms = PmsContract::start_local(Config::default()).await.unwrap();
+    for q in [
+        format!("{p}?status=startup"),
+        format!("{p}/streamDetail?{video}"),
+        format!("{p}/stream?{video}"),
+        format!("{p}?duration=4.000000"),
+        format!("{p}/stream?{video}"),
+    ] {
+        assert_eq!(put(&pms, q).await, 204);
+    }
+    let rec = pms.shutdown().await;
+    let order = rec.check_order();
+    assert_eq!(order.len(), 2, "{order:?}");
+    assert!(
+        order
+            .iter()
+            .any(|v| v.contains("without an earlier stream")),
+        "{order:?}"
+    );
+    assert!(
+        order.iter().any(|v| v.contains("Stream #4 after duration")),
+        "{order:?}"
+    );
+    let streams = rec.check_streams(&["video"]);
+    assert!(
+        streams.iter().any(|v| v.contains("without width")),
+        "{streams:?}"
+    );
+    assert!(
+        streams.iter().any(|v| v.contains("repeats index")),
+        "{streams:?}"
+    );
+}

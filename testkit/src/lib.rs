@@ -22,6 +22,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod process;
+
 /// Directory fixtures are cached in.
 pub fn fixtures_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("CLUSTERPLEX_FIXTURES_DIR") {
@@ -513,4 +515,87 @@ pub fn decode_errors(path: &Path) -> String {
         s.push_str("\n(ffmpeg exit failure)");
     }
     s
+}
+
+/// A 320x180 `testsrc2` clip, `secs` long at `fps`, in container `ext` (`mkv`, `mp4`), video
+/// encoded with `video` (e.g. `["-c:v", "libx265", "-preset", "ultrafast"]`; a keyframe every
+/// second is added), one sine-tone audio track per `(codec, channels)` in `audio` (440, 660…
+/// Hz, `eng` first then `fre`), and the [`ass_file`] subtitles as the last stream when `ass`.
+/// For end-to-end tests that need the stream layout of a real command line.
+pub fn av_clip(
+    ext: &str,
+    secs: f64,
+    fps: u32,
+    video: &[&str],
+    audio: &[(&str, u32)],
+    ass: bool,
+) -> PathBuf {
+    let t = format!("{secs}");
+    let g = format!("{fps}");
+    let mut args: Vec<String> = vec![
+        "-f".into(),
+        "lavfi".into(),
+        "-i".into(),
+        format!("testsrc2=size=320x180:rate={fps}"),
+    ];
+    for (i, _) in audio.iter().enumerate() {
+        args.extend([
+            "-f".into(),
+            "lavfi".into(),
+            "-i".into(),
+            format!("sine=frequency={}:sample_rate=48000", 440 + 220 * i),
+        ]);
+    }
+    if ass {
+        args.extend(["-i".into(), ass_file().to_string_lossy().into_owned()]);
+    }
+    args.extend(["-t".into(), t, "-map".into(), "0:v".into()]);
+    for i in 0..audio.len() {
+        args.extend(["-map".into(), format!("{}:a", i + 1)]);
+    }
+    if ass {
+        args.extend(["-map".into(), format!("{}:s", audio.len() + 1)]);
+    }
+    args.extend(video.iter().map(|a| a.to_string()));
+    args.extend(["-g".into(), g, "-pix_fmt".into(), "yuv420p".into()]);
+    for (i, (codec, channels)) in audio.iter().enumerate() {
+        let lang = if i == 0 { "eng" } else { "fre" };
+        args.extend([
+            format!("-c:a:{i}"),
+            codec.to_string(),
+            format!("-ac:a:{i}"),
+            channels.to_string(),
+            format!("-metadata:s:a:{i}"),
+            format!("language={lang}"),
+        ]);
+    }
+    if ass {
+        args.extend(["-c:s".into(), "ass".into()]);
+    }
+    generate(
+        &format!("clip-{}a{}", audio.len(), if ass { "-ass" } else { "" }),
+        ext,
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    )
+}
+
+/// A small SubRip sidecar (what Plex hands the transcoder as `temp-0.srt`), three cues in the
+/// first 3 s.
+pub fn srt_file() -> PathBuf {
+    let dir = fixtures_dir();
+    std::fs::create_dir_all(&dir).expect("create fixtures dir");
+    let body = "1\n00:00:00,200 --> 00:00:00,900\nFirst line\n\n\
+2\n00:00:01,100 --> 00:00:01,800\nSecond line\n\n\
+3\n00:00:02,100 --> 00:00:02,800\nThird line\n";
+    let path = dir.join(format!("subs-{:016x}.srt", fnv(&[body])));
+    if !path.exists() {
+        let tmp = dir.join(format!(
+            ".tmp-{}-{}-subs.srt",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&tmp, body).expect("write srt");
+        std::fs::rename(&tmp, &path).expect("rename srt");
+    }
+    path
 }

@@ -39,6 +39,9 @@ pub struct Args {
     /// Shared secret the orchestrator requires (`authorization: Bearer <token>`).
     #[arg(long, env = "CLUSTERPLEX_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificate (PEM) to verify an `https://` ORCHESTRATOR_URL with.
+    #[arg(long, env = "CLUSTERPLEX_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Port of this worker's `GET /health` (0 = off).
     #[arg(long, env = "LISTENING_PORT", default_value_t = 3501)]
     pub listening_port: u16,
@@ -77,6 +80,8 @@ pub struct Args {
 pub struct AgentConfig {
     pub orchestrator_url: String,
     pub token: Option<String>,
+    /// CA for an `https://` orchestrator URL.
+    pub tls_ca: Option<PathBuf>,
     pub worker_id: String,
     pub name: String,
     pub max_jobs: u32,
@@ -92,6 +97,7 @@ impl AgentConfig {
         Self {
             orchestrator_url: url.into(),
             token: None,
+            tls_ca: None,
             worker_id: worker_id.into(),
             name: worker_id.into(),
             max_jobs: 1,
@@ -158,6 +164,7 @@ async fn run_from_args(args: Args) -> anyhow::Result<()> {
     let cfg = AgentConfig {
         orchestrator_url: args.orchestrator_url.clone(),
         token: args.token.clone().filter(|t| !t.is_empty()),
+        tls_ca: args.tls_ca.clone(),
         worker_id: args.worker_id.clone().unwrap_or_else(|| host.clone()),
         name: args.worker_name.clone().unwrap_or(host),
         max_jobs: args.max_jobs.max(1),
@@ -217,6 +224,7 @@ pub fn probe_capabilities() -> Capabilities {
 pub fn spawn_local_workers(
     url: &str,
     token: Option<&str>,
+    tls_ca: Option<PathBuf>,
     n: u32,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let caps = probe_capabilities();
@@ -227,6 +235,7 @@ pub fn spawn_local_workers(
         .map(|i| {
             let mut cfg = AgentConfig::simple(url, &format!("{host}-local-{i}"));
             cfg.token = token.map(str::to_string);
+            cfg.tls_ca = tls_ca.clone();
             cfg.capabilities = caps.clone();
             cfg.score = score;
             cfg.report_interval = Duration::from_secs(2);
@@ -271,7 +280,12 @@ async fn connect_once(
     events_tx: &mpsc::UnboundedSender<pb::WorkerMessage>,
     events_rx: &Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<pb::WorkerMessage>>>,
 ) -> anyhow::Result<()> {
-    let channel = rpc::connect_channel(&cfg.orchestrator_url, Duration::from_secs(5)).await?;
+    let channel = rpc::connect_channel_tls(
+        &cfg.orchestrator_url,
+        Duration::from_secs(5),
+        cfg.tls_ca.as_deref(),
+    )
+    .await?;
     let mut client = WorkerServiceClient::with_interceptor(
         channel,
         TokenInterceptor::new(cfg.token.as_deref())?,

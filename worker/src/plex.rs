@@ -13,19 +13,20 @@
 //! * [`PlexReporter::new`] returns `None` when the job has nothing to report to (no
 //!   `-progressurl`, no manifest or segment list URL). It queues `PUT <progressurl>?status=startup`.
 //! * [`PlexReporter::on_event`] never blocks and never fails: it queues the calls and returns.
-//!   `Started` becomes `?duration=` and `?width=&height=`; `Progress` only updates the latest
-//!   value, which is sent as `?progress=&size=&remaining=&speed=` at most every 0.5 s;
-//!   `Manifest` events whose target is an `http://` URL (the DASH MPD, segment list CSVs) are
-//!   POSTed chunked, in order, never dropped; `Log` events at or below `-loglevel_plex` become
+//!   `Started` becomes `stream`/`streamDetail` PUTs, `?duration=` and `?width=&height=`;
+//!   `Progress` only updates the latest value, which is sent as
+//!   `?progress=&size=&remaining=&speed=` at most every 0.5 s; `Manifest` events whose target is
+//!   an `http://` URL (the DASH MPD, segment list CSVs) are POSTed chunked, in order, never
+//!   dropped; `Log` events at or below `-loglevel_plex` become
 //!   `POST <progressurl>/log?level=&message=`. `SegmentWritten` sends nothing itself: the
 //!   engine's `Manifest` event that follows it carries the list.
 //! * [`PlexReporter::finish`] (or [`PlexReporter::finish_blocking`]) delivers what is queued,
 //!   sends the final progress and returns [`ReportStats`], bounded by
 //!   [`ReporterConfig::finish_timeout`].
 //!
-//! `stream`/`streamDetail` PUTs are not sent: `JobEvent::Started` carries no per-input-stream
-//! facts (codec, id, channels…), so they cannot be derived here. Whether PMS needs them before
-//! it serves `/header` is unverified (see `docs/plex-contract.md` §6).
+//! `Started` also becomes one `PUT <progressurl>/stream?index=&id=&codec=&type=` per input
+//! audio/video stream, then one `PUT <progressurl>/streamDetail?…` each (the same keys plus the
+//! engine's per-stream details), all before `?duration=`, as Plex's transcoder orders them.
 //!
 //! The HTTP work runs on a dedicated thread with its own small runtime, so a slow or dead PMS
 //! never stalls the engine and the reporter works from sync (local runs) and async (agent) code.
@@ -46,7 +47,7 @@ use std::{
 };
 
 use clusterplex_core::{
-    events::{JobEvent, LogLevel, Progress},
+    events::{InputStream, JobEvent, LogLevel, Progress},
     job::{Job, Segmenting},
 };
 use hyper::{
@@ -233,7 +234,7 @@ impl PlexReporter {
             JobEvent::Started {
                 duration,
                 video_size,
-                ..
+                input_streams,
             } => {
                 if let Ok(mut d) = self.shared.duration.lock() {
                     *d = *duration;
@@ -241,6 +242,20 @@ impl PlexReporter {
                 let Some(base) = &self.progress_url else {
                     return;
                 };
+                // Plex's transcoder announces every input audio/video stream, then details each
+                // one, before it reports the duration (docs/plex-contract.md §2, rows 2-4).
+                let announced: Vec<&InputStream> = input_streams
+                    .iter()
+                    .filter(|s| s.kind == "audio" || s.kind == "video")
+                    .collect();
+                for s in &announced {
+                    self.send(Msg::Put(with_query(base, "/stream", &stream_keys(s))));
+                }
+                for s in &announced {
+                    let mut q = stream_keys(s);
+                    q.extend(s.details.iter().map(|(k, v)| (k.as_str(), v.clone())));
+                    self.send(Msg::Put(with_query(base, "/streamDetail", &q)));
+                }
                 let d = duration
                     .filter(|d| d.is_finite() && *d > 0.0)
                     .unwrap_or(-1.0);
@@ -362,6 +377,16 @@ pub fn http_targets(job: &Job) -> Vec<String> {
         }
     }
     out
+}
+
+/// The keys `stream` and `streamDetail` both start with.
+fn stream_keys(s: &InputStream) -> Vec<(&str, String)> {
+    vec![
+        ("index", s.index.to_string()),
+        ("id", s.id.to_string()),
+        ("codec", s.codec.clone()),
+        ("type", s.kind.clone()),
+    ]
 }
 
 /// `-loglevel_plex` as the highest level sent; `None` for `quiet`.

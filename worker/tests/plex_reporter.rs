@@ -577,3 +577,96 @@ async fn real_engine_dash_run_meets_the_contract() {
         Some("100.0")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_streams_become_stream_and_stream_detail_puts_before_duration() {
+    use clusterplex_core::events::InputStream;
+    let pms = PmsContract::start_local(Config {
+        token: Some(TOKEN.into()),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dash_job(&pms.session_base("ks", "us"), dir.path(), 1);
+    let reporter = PlexReporter::new(&job, Some(TOKEN.into())).unwrap();
+    let stream = |index, id, kind: &str, codec: &str, details: &[(&str, &str)]| InputStream {
+        input: 0,
+        index,
+        id,
+        kind: kind.into(),
+        codec: codec.into(),
+        details: details
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    reporter.on_event(&JobEvent::Started {
+        duration: Some(6.0),
+        video_size: Some((320, 180)),
+        input_streams: vec![
+            stream(
+                0,
+                1,
+                "video",
+                "hevc",
+                &[("width", "320"), ("height", "180"), ("frameRate", "25.000")],
+            ),
+            stream(
+                1,
+                2,
+                "audio",
+                "aac",
+                &[
+                    ("channels", "6"),
+                    ("layout", "5.1(side)"),
+                    ("language", "eng"),
+                ],
+            ),
+            // Subtitles are not announced: Plex's transcoder sends audio and video only.
+            stream(2, 3, "subtitle", "subrip", &[("language", "fre")]),
+        ],
+    });
+    let stats = reporter.finish(true).await;
+    let rec = pms.shutdown().await;
+    assert_eq!(stats.failed, 0, "{:#?}", rec.requests);
+    let kinds: Vec<Kind> = rec.requests.iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            Kind::Startup,
+            Kind::Stream,
+            Kind::Stream,
+            Kind::StreamDetail,
+            Kind::StreamDetail,
+            Kind::Duration,
+            Kind::Dimensions,
+            Kind::Progress,
+        ]
+    );
+    let v = [
+        rec.check_order(),
+        rec.check_token(TOKEN),
+        rec.check_streams(&["video", "audio"]),
+    ]
+    .concat();
+    assert!(v.is_empty(), "{v:#?}");
+    let s = rec.of(Kind::Stream);
+    assert!(s[0].path.ends_with("/progress/stream"), "{}", s[0].path);
+    assert_eq!(s[0].query, "index=0&id=1&codec=hevc&type=video");
+    assert_eq!(s[1].query, "index=1&id=2&codec=aac&type=audio");
+    let d = rec.of(Kind::StreamDetail);
+    assert!(
+        d[0].path.ends_with("/progress/streamDetail"),
+        "{}",
+        d[0].path
+    );
+    assert_eq!(
+        d[0].query,
+        "index=0&id=1&codec=hevc&type=video&width=320&height=180&frameRate=25.000"
+    );
+    // Values are form-encoded on the wire and decode back to the engine's text.
+    assert_eq!(d[1].param("layout"), Some("5.1(side)"));
+    assert_eq!(d[1].param("language"), Some("eng"));
+    assert!(rec.requests.iter().all(|r| r.method == "PUT"));
+}

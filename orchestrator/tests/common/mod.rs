@@ -1,0 +1,245 @@
+//! Helpers shared by the orchestrator's process-level tests: the real orchestrator and worker
+//! binaries on loopback, clips made with the ffmpeg CLI, and job-service clients.
+#![allow(dead_code)]
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use clusterplex_core::{
+    ByStream, CodecChoice, Input, Job, Output, StreamSettings, StreamSpecifier,
+    rpc::{self, Event, JobServiceClient, pb},
+};
+use tokio_stream::StreamExt;
+
+pub const TOKEN: &str = "s3cret-token";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The worker binary next to this test's target dir, built once if needed.
+pub fn worker_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+        let bin = dir.join("clusterplex-worker");
+        if let Ok(cargo) = std::env::var("CARGO") {
+            let mut cmd = Command::new(cargo);
+            cmd.args([
+                "build",
+                "-p",
+                "clusterplex-worker",
+                "--bin",
+                "clusterplex-worker",
+            ]);
+            if dir.ends_with("release") {
+                cmd.arg("--release");
+            }
+            let st = cmd.status().unwrap();
+            assert!(st.success(), "building clusterplex-worker failed");
+        }
+        assert!(bin.exists(), "{} missing", bin.display());
+        bin
+    })
+    .clone()
+}
+
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn orchestrator(port: u16, http: u16, extra: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_clusterplex-orchestrator"));
+    cmd.env("LISTENING_PORT", port.to_string())
+        .env("METRICS_PORT", http.to_string())
+        .env("LISTENING_ADDRESS", "127.0.0.1")
+        .env("CLUSTERPLEX_TOKEN", TOKEN)
+        .env("LOST_WORKER_TIMEOUT_MS", "2000")
+        .env("QUEUE_TIMEOUT_MS", "1500")
+        .env("SHUTDOWN_GRACE_MS", "2000")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    Proc(cmd.spawn().unwrap())
+}
+
+pub fn worker(port: u16, id: &str, media: &Path) -> Proc {
+    worker_with(port, id, media, &[])
+}
+
+/// A worker with extra environment (later entries override the defaults).
+pub fn worker_with(port: u16, id: &str, media: &Path, extra: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(worker_bin());
+    cmd.env("ORCHESTRATOR_URL", format!("http://127.0.0.1:{port}"))
+        .env("CLUSTERPLEX_TOKEN", TOKEN)
+        .env("WORKER_ID", id)
+        .env("WORKER_NAME", format!("node-{id}"))
+        .env("WORKER_SCORE", "100")
+        .env("MAX_JOBS", "1")
+        .env("LISTENING_PORT", "0")
+        .env("STAT_CPU_INTERVAL", "200")
+        .env("MEDIA_ROOTS", media)
+        .env("TRANSCODE_ROOTS", media)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    Proc(cmd.spawn().unwrap())
+}
+
+pub fn make_clip(dir: &Path, name: &str, secs: u32) -> PathBuf {
+    let p = dir.join(name);
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size=320x180:rate=25:duration={secs}"))
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
+        .arg(&p)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    p
+}
+
+pub fn transcode_job(input: &Path, out_dir: &Path, out: &str, realtime: bool) -> Job {
+    let mut i = Input::new(input.to_str().unwrap());
+    i.realtime = realtime;
+    let mut o = Output::new(out, Some("mp4"));
+    o.streams.push(ByStream::new(
+        StreamSpecifier::all(),
+        StreamSettings {
+            codec: Some(CodecChoice::Encoder("libx264".into())),
+            preset: Some("ultrafast".into()),
+            ..Default::default()
+        },
+    ));
+    Job {
+        inputs: vec![i],
+        outputs: vec![o],
+        working_dir: Some(out_dir.to_path_buf()),
+        ..Default::default()
+    }
+}
+
+pub async fn client(port: u16, token: &str) -> JobServiceClient<rpc::AuthChannel> {
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match rpc::job_client(&url, Some(token), Duration::from_secs(1)).await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("orchestrator not reachable: {e}"),
+        }
+    }
+}
+
+pub async fn wait_workers(
+    c: &mut JobServiceClient<rpc::AuthChannel>,
+    n: usize,
+) -> Vec<pb::WorkerInfo> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ws = c
+            .list_workers(pb::ListWorkersRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workers;
+        if ws.len() == n {
+            return ws;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} workers, have {}",
+            ws.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub type Events = tonic::codec::Streaming<pb::JobEventMessage>;
+
+pub async fn submit(c: &mut JobServiceClient<rpc::AuthChannel>, job: &Job) -> Events {
+    let req = rpc::submit_request(job, "test-poster", "testhost").unwrap();
+    c.submit(req).await.unwrap().into_inner()
+}
+
+/// Reads events until `pred` matches one (returned), with a deadline.
+pub async fn until(events: &mut Events, secs: u64, mut pred: impl FnMut(&Event) -> bool) -> Event {
+    let fut = async {
+        while let Some(m) = events.next().await {
+            let ev = m.unwrap().event.unwrap();
+            if pred(&ev) {
+                return ev;
+            }
+            assert!(!rpc::is_terminal(&ev), "job ended unexpectedly: {ev:?}");
+        }
+        panic!("stream ended");
+    };
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .expect("timed out waiting for an event")
+}
+
+pub fn frames(p: &Path) -> u64 {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(p)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+pub async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    body
+}
+
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing in:\n{text}"))
+}
