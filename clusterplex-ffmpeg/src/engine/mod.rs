@@ -536,7 +536,10 @@ impl<'e> Run<'e> {
         }
         // Plex's DASH `-time_delta` cuts at keyframes up to D before a boundary. When the engine
         // encodes the video it puts keyframes exactly on the boundaries, so libav's cuts are
-        // Plex's; copied video keeps the source's keyframes, where the two rules can differ.
+        // Plex's. Copied video keeps the source's keyframes: a keyframe lying less than D before
+        // a boundary starts the next segment one GOP later here. The MPD describes the segments
+        // as written, so playback stays consistent; refusing would send every remux session of
+        // an older PMS (the one that sends -time_delta) back to the local transcoder.
         if let Some(Segmenting::Dash {
             time_delta: Some(d),
             ..
@@ -544,9 +547,13 @@ impl<'e> Run<'e> {
             && *d > 0.0
             && plans.iter().any(|p| p.copy && p.kind == media::Type::Video)
         {
-            return Err(Error::Unsupported(format!(
-                "{label}: -time_delta {d} with stream-copied video in DASH (cut points follow the source keyframes)"
-            )));
+            self.log(
+                LogLevel::Warning,
+                format!(
+                    "{label}: -time_delta {d} with stream-copied video: segments are cut at the \
+                     first source keyframe at or after each boundary"
+                ),
+            );
         }
         let seg_interval = match &out.segmenting {
             Some(Segmenting::Hls { time, .. }) => Some(*time),

@@ -813,7 +813,11 @@ pub fn muxer_setup(job: &Job, o: usize, out: &Output, target: &str) -> Result<Mu
                 .unwrap_or(5);
             let keep_segments = match (delete_removed, window_size) {
                 (Some(false), _) => {
-                    d.set("extra_window_size", &i32::MAX.to_string());
+                    // dashenc adds this to `window_size` in a C int: keep the sum below
+                    // INT_MAX, or it wraps negative and the muxer deletes past its array.
+                    let w = i64::from(window_size.unwrap_or(0));
+                    let never = (i64::from(i32::MAX) - w - 1).max(0);
+                    d.set("extra_window_size", &never.to_string());
                     None
                 }
                 (_, Some(w)) if *w > 0 && !*single_file => Some(*w as usize + extra),
