@@ -901,9 +901,23 @@ impl Job {
         Ok(())
     }
 
+    /// Where this job's media starts on its output timeline: with `-copyts` (and Plex's
+    /// `-start_at_zero`) output times are input positions, so the main input's seek; otherwise
+    /// timestamps restart at its `-itsoffset`. Segment times minus this are media seconds into
+    /// the job, which is what [`Job::resume_at`] takes.
+    pub fn output_origin(&self) -> f64 {
+        match self.inputs.first() {
+            Some(i) if self.timestamps.copyts => i.seek.unwrap_or(0.0),
+            Some(i) => i.ts_offset.unwrap_or(0.0),
+            None => 0.0,
+        }
+    }
+
     /// A copy of this segmented job that carries on from segment number `next_segment`, which
     /// begins `elapsed` seconds of media after the point where this job started (the end of the
-    /// last segment already on disk minus the start of the first). Used to resume a session on
+    /// last segment already on disk minus [`Job::output_origin`]: not the first segment's start,
+    /// whose first packet may lie a frame after the origin, which would make a seek over copied
+    /// video land on the keyframe before the boundary). Used to resume a session on
     /// another transcoder after a worker is lost, the way Plex itself restarts a transcode on a
     /// seek: the inputs seek further (accurately, so the first new frame is the boundary), the
     /// segment numbering and `-skip_to_segment` continue, and the output timestamps stay

@@ -1061,3 +1061,161 @@ fn dash_time_delta_is_honoured_when_encoding_and_logged_with_copied_video() {
         assert_eq!(tk::count_frames(&joined, "v:0"), 25);
     }
 }
+
+/// The cues of subtitle stream `s:0` of `path` as (start, end, text), read back with the ffmpeg
+/// CLI (converted to SubRip on stdout), so the check does not trust our own decoder.
+fn cues(path: &Path) -> Vec<(f64, f64, String)> {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-v", "error", "-i"])
+        .arg(path)
+        .args(["-map", "0:s:0", "-c:s", "srt", "-f", "srt", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t = |s: &str| {
+        let s = s.trim().replace(',', ".");
+        let p: Vec<f64> = s.split(':').map(|x| x.parse().unwrap()).collect();
+        p[0] * 3600.0 + p[1] * 60.0 + p[2]
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .split("\n\n")
+        .filter_map(|block| {
+            let lines: Vec<&str> = block.trim().lines().collect();
+            let (a, b) = lines.get(1)?.split_once("-->")?;
+            Some((t(a), t(b), lines[2..].join("\n")))
+        })
+        .collect()
+}
+
+fn assert_cues(got: &[(f64, f64, String)], want: &[(f64, f64, &str)]) {
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g.0 - w.0).abs() < 0.011 && (g.1 - w.1).abs() < 0.011 && g.2 == w.2,
+            "{got:?} != {want:?}"
+        );
+    }
+}
+
+const SRT_CUES: [(f64, f64, &str); 3] = [
+    (0.2, 0.9, "First line"),
+    (1.1, 1.8, "Second line"),
+    (2.1, 2.8, "Third line"),
+];
+
+#[test]
+fn srt_to_ass_file_keeps_texts_and_times() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("subs.ass");
+    let mut out = Output::new(target.to_string_lossy(), None);
+    out.streams.push(set("s", enc("ass")));
+    ok(&job(&tk::srt_file(), out));
+    let text = std::fs::read_to_string(&target).unwrap();
+    // The header is the SubRip decoder's default ASS script header.
+    assert!(
+        text.contains("[Script Info]") && text.contains("[V4+ Styles]"),
+        "{text}"
+    );
+    assert_eq!(text.matches("Dialogue:").count(), 3, "{text}");
+    assert!(
+        text.contains("0:00:01.10,0:00:01.80,Default,,0,0,0,,Second line"),
+        "{text}"
+    );
+    assert_eq!(
+        tk::probe(&target).of_type("subtitle")[0]["codec_name"],
+        "ass"
+    );
+    assert_cues(&cues(&target), &SRT_CUES);
+}
+
+/// Plex's burn-in layout: video from the media file, a sidecar SRT as the second input, the
+/// SRT stream encoded as ASS.
+#[test]
+fn srt_sidecar_to_ass_in_mkv_beside_video() {
+    let video = tk::h264_aac(320, 180, 3.0);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out.mkv");
+    let mut out = Output::new(target.to_string_lossy(), None);
+    out.maps = vec![map(0, "v:0"), map(1, "s:0")];
+    out.streams.push(set("v", copy()));
+    out.streams.push(set("s", enc("ass")));
+    let mut j = job(&video, out);
+    j.inputs
+        .push(Input::new(tk::srt_file().to_string_lossy().into_owned()));
+    ok(&j);
+    let info = tk::probe(&target);
+    let subs = info.of_type("subtitle");
+    assert_eq!(subs.len(), 1);
+    assert_eq!(subs[0]["codec_name"], "ass");
+    assert_eq!(tk::count_frames(&target, "v:0"), 75);
+    let pk = tk::packets(&target, "s:0");
+    let pts: Vec<f64> = pk.iter().map(|p| num(&p["pts_time"])).collect();
+    assert_eq!(pts.len(), 3, "{pk:?}");
+    for (p, w) in pts.iter().zip([0.2, 1.1, 2.1]) {
+        assert!((p - w).abs() < 0.002, "{pts:?}");
+    }
+    assert_cues(&cues(&target), &SRT_CUES);
+}
+
+#[test]
+fn srt_to_mov_text_in_mp4() {
+    let video = tk::h264_aac(320, 180, 3.0);
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("out.mp4");
+    let mut out = Output::new(target.to_string_lossy(), None);
+    out.maps = vec![map(0, "v:0"), map(1, "s:0")];
+    out.streams.push(set("v", copy()));
+    out.streams.push(set("s", enc("mov_text")));
+    let mut j = job(&video, out);
+    j.inputs
+        .push(Input::new(tk::srt_file().to_string_lossy().into_owned()));
+    ok(&j);
+    let info = tk::probe(&target);
+    assert_eq!(info.of_type("subtitle")[0]["codec_name"], "mov_text");
+    assert_cues(&cues(&target), &SRT_CUES);
+}
+
+#[test]
+fn ass_to_srt_and_webvtt() {
+    let src = tk::multi_audio_ass_mkv(3.0);
+    let dir = tempfile::tempdir().unwrap();
+    for (name, codec, want) in [
+        ("subs.srt", "srt", "subrip"),
+        ("subs.vtt", "webvtt", "webvtt"),
+    ] {
+        let target = dir.path().join(name);
+        let mut out = Output::new(target.to_string_lossy(), None);
+        out.maps = vec![map(0, "s:0")];
+        out.streams.push(set("s", enc(codec)));
+        ok(&job(&src, out));
+        assert_eq!(
+            tk::probe(&target).of_type("subtitle")[0]["codec_name"],
+            want
+        );
+        // The ffmpeg CLI's own conversion of the source is the reference (it shifts the mkv's
+        // timeline by the audio priming like the engine does).
+        let reference = cues(&src);
+        let want: Vec<(f64, f64, &str)> =
+            reference.iter().map(|c| (c.0, c.1, c.2.as_str())).collect();
+        assert_eq!(want.len(), 3);
+        assert_cues(&cues(&target), &want);
+    }
+}
+
+/// Output seek and duration cut converted subtitles like copied ones: an event still showing
+/// at the start is kept from the start, events past the end are dropped.
+#[test]
+fn converted_subtitles_follow_output_seek_and_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("cut.ass");
+    let mut out = Output::new(target.to_string_lossy(), None);
+    out.streams.push(set("s", enc("ass")));
+    out.seek = Some(1.5);
+    out.duration = Some(0.5);
+    ok(&job(&tk::srt_file(), out));
+    assert_cues(&cues(&target), &[(0.0, 0.3, "Second line")]);
+}

@@ -71,9 +71,11 @@ async fn jobs_survive_workers_being_killed_and_restarted() {
     ));
     let (url, input) = {
         let c = cluster.lock().await;
+        // 1.5 s: one 2 s chunk per stream. A clip of exactly one chunk would make AAC's
+        // trailing padding spill into an audio-only second chunk (as with ffmpeg's dashenc).
         let clip = av_clip(
             "mkv",
-            2.0,
+            1.5,
             25,
             &["-c:v", "libx264", "-preset", "ultrafast"],
             &[("aac", 2)],

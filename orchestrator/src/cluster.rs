@@ -173,8 +173,8 @@ struct Failover {
 
 impl JobEntry {
     /// Where a segmented job can carry on: the first segment number not yet written (counting
-    /// up from the job's first number) and the media seconds covered by the contiguous run
-    /// before it. None when nothing was written yet or the job is not segmented.
+    /// up from the job's first number) and the media seconds from the job's output origin to
+    /// the end of the contiguous run before it. None when nothing was written yet or the job is not segmented.
     fn resume_point(&self) -> Option<(u64, f64)> {
         let job = self.job.as_ref()?;
         let first = match job.outputs.first()?.segmenting.as_ref()? {
@@ -189,7 +189,7 @@ impl JobEntry {
             end = e;
             next += 1;
         }
-        Some((next, (end - start).max(0.0)))
+        Some((next, (end - job.output_origin()).max(0.0)))
     }
 }
 
@@ -1032,14 +1032,24 @@ mod tests {
 
     #[test]
     fn resume_point_is_the_first_gap_and_the_contiguous_time() {
-        let mut e = entry(dash_job(5));
+        // Plex after a seek to 10 s: -ss 10 -copyts, so output times are input positions.
+        let mut job = dash_job(5);
+        job.inputs[0].seek = Some(10.0);
+        job.timestamps.copyts = true;
+        let mut e = entry(job);
         assert_eq!(e.resume_point(), None, "nothing written");
-        e.segments.insert(5, (10.0, 12.0));
+        e.segments.insert(5, (10.02, 12.0));
         e.segments.insert(6, (12.0, 14.0));
         e.segments.insert(8, (16.0, 18.0)); // after a gap: not counted
+        // Measured from the origin (10 s), not from the first packet (10.02 s): a seek to
+        // 13.98 over copied video would land on the keyframe before the boundary.
         assert_eq!(e.resume_point(), Some((7, 4.0)));
         e.segments.insert(7, (14.0, 16.0));
         assert_eq!(e.resume_point(), Some((9, 8.0)));
+        // Without -copyts the output restarts at 0 (its -itsoffset).
+        let mut e = entry(dash_job(1));
+        e.segments.insert(1, (0.02, 2.0));
+        assert_eq!(e.resume_point(), Some((2, 2.0)));
         // A single file has no resume point.
         let mut single = entry(Job {
             outputs: vec![Output::new("/t/a.mp4", Some("mp4"))],

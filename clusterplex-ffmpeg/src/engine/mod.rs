@@ -15,6 +15,7 @@ pub mod filter;
 mod io;
 mod plan;
 mod streams;
+mod subtitle;
 mod tonemap_hook;
 
 use std::{
@@ -204,6 +205,9 @@ struct OutStream {
     kf_interval: Option<f64>,
     seen_key: bool,
     max_frames: Option<u64>,
+    /// Text subtitle conversion (decoder + encoder), for subtitle streams neither copied nor
+    /// fed through filters.
+    subconv: Option<subtitle::TextSubConv>,
 }
 
 struct OutFile {
@@ -229,6 +233,8 @@ struct Run<'e> {
     inputs: Vec<InFile>,
     decs: HashMap<(usize, usize), Dec>,
     copies: HashMap<(usize, usize), Vec<(usize, usize)>>,
+    /// Input stream -> converted subtitle output streams.
+    subconvs: HashMap<(usize, usize), Vec<(usize, usize)>>,
     complex: Vec<Complex>,
     outs: Vec<OutFile>,
     threads: Option<u32>,
@@ -252,6 +258,7 @@ impl<'e> Run<'e> {
             inputs,
             decs: HashMap::new(),
             copies: HashMap::new(),
+            subconvs: HashMap::new(),
             complex: Vec::new(),
             outs: Vec::new(),
             threads,
@@ -566,6 +573,7 @@ impl<'e> Run<'e> {
             let sctx = format!("{label} stream #{o}:{s} ({})", p.describe());
             let index;
             let mut enc_codec = None;
+            let mut subconv = None;
             if p.copy {
                 let Source::Input { input, stream } = p.source else {
                     return Err(other(
@@ -587,6 +595,28 @@ impl<'e> Run<'e> {
                 index = ost.index();
                 ffi::set_stream_codec_tag(&mut octx, index, p.settings.tag.as_deref());
                 self.copies.entry((input, stream)).or_default().push((o, s));
+            } else if let (media::Type::Subtitle, Source::Input { input, stream }) =
+                (p.kind, p.source)
+            {
+                let ist = self.inputs[input]
+                    .ctx
+                    .stream(stream)
+                    .ok_or_else(|| other(Stage::Validate, "stream vanished"))?;
+                let codec = plan::find_encoder(&p, &octx, &sctx)?;
+                let conv =
+                    subtitle::TextSubConv::open(ist.parameters(), ist.time_base(), codec, &sctx)?;
+                let mut ost = octx
+                    .add_stream(codec)
+                    .map_err(av(Stage::Mux, sctx.clone()))?;
+                ost.set_parameters(conv.parameters()?);
+                ost.set_time_base(US);
+                index = ost.index();
+                ffi::set_stream_codec_tag(&mut octx, index, p.settings.tag.as_deref());
+                self.subconvs
+                    .entry((input, stream))
+                    .or_default()
+                    .push((o, s));
+                subconv = Some(conv);
             } else {
                 let codec = plan::find_encoder(&p, &octx, &sctx)?;
                 let ost = octx
@@ -627,6 +657,7 @@ impl<'e> Run<'e> {
                 kf_interval,
                 seen_key: false,
                 max_frames,
+                subconv,
             });
         }
         let mut of = OutFile {
@@ -649,7 +680,7 @@ impl<'e> Run<'e> {
         // Decoders and pipelines for transcoded streams fed straight from an input.
         for s in 0..of.streams.len() {
             let p = &of.streams[s].plan;
-            if p.copy {
+            if p.copy || of.streams[s].subconv.is_some() {
                 of.streams[s].ready = true;
                 continue;
             }
@@ -756,7 +787,8 @@ impl<'e> Run<'e> {
         let key = (i, si);
         let has_dec = self.decs.contains_key(&key);
         let has_copy = self.copies.contains_key(&key);
-        if !has_dec && !has_copy {
+        let has_sub = self.subconvs.contains_key(&key);
+        if !has_dec && !has_copy && !has_sub {
             return Ok(());
         }
         let tb = match self.inputs[i].ctx.stream(si) {
@@ -791,6 +823,12 @@ impl<'e> Run<'e> {
             let targets = self.copies[&key].clone();
             for (o, s) in targets {
                 self.copy_packet(o, s, &pkt, tb)?;
+            }
+        }
+        if has_sub {
+            let targets = self.subconvs[&key].clone();
+            for (o, s) in targets {
+                self.convert_subtitle(o, s, i, &pkt)?;
             }
         }
         if has_dec {
@@ -1372,6 +1410,51 @@ impl<'e> Run<'e> {
             self.frames += 1;
         }
         self.mux(o, p, tb)
+    }
+
+    /// Decodes a text subtitle packet and encodes it for (o, s). Output seek and limit apply
+    /// as for copied subtitles; an event that starts before the output's start (or an accurate
+    /// input seek point) but is still showing there is kept, clipped to start there.
+    fn convert_subtitle(&mut self, o: usize, s: usize, i: usize, pkt: &Packet) -> Result<()> {
+        let floor_in = self.inputs[i].drop_before_us;
+        let of = &mut self.outs[o];
+        let st = &mut of.streams[s];
+        if st.finished {
+            return Ok(());
+        }
+        let sctx = format!("{} stream #{o}:{s}", of.label);
+        let Some(conv) = st.subconv.as_mut() else {
+            return Ok(());
+        };
+        let ev = match conv.decode(pkt) {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                self.log(
+                    LogLevel::Warning,
+                    format!("{sctx}: undecodable subtitle packet skipped ({e})"),
+                );
+                return Ok(());
+            }
+        };
+        let base_us = (of.seek.unwrap_or(0.0) * 1e6).round() as i64;
+        if let Some(lim) = of.limit
+            && (ev.start_us - base_us) as f64 >= lim * 1e6
+        {
+            st.finished = true;
+            return Ok(());
+        }
+        let floor = floor_in.map_or(base_us, |f| f.max(base_us));
+        if ev.end_us <= floor {
+            return Ok(());
+        }
+        let (start, end) = (ev.start_us.max(floor) - base_us, ev.end_us - base_us);
+        let Some(mut p) = conv.encode(ev, start, end, &sctx)? else {
+            return Ok(());
+        };
+        p.set_stream(st.index);
+        st.frames += 1;
+        self.mux(o, p, US)
     }
 
     fn try_write_headers(&mut self) -> Result<()> {

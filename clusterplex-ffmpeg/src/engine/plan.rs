@@ -242,7 +242,10 @@ pub fn select_streams(
         let ki = per_kind[slot];
         per_kind[slot] += 1;
         let mk = super::media_kind(kind);
-        let settings = out.settings_for(|spec| out_matches(spec, mk, n, ki));
+        let mut settings = out.settings_for(|spec| out_matches(spec, mk, n, ki));
+        settings.codec = codec_of_kind(out, kind, settings.codec, |spec| {
+            out_matches(spec, mk, n, ki)
+        });
         let in_codec = match source {
             Source::Input { input, stream } => inputs[input]
                 .iter()
@@ -262,9 +265,12 @@ pub fn select_streams(
             };
             if want.is_some() && want == in_codec {
                 copy = true;
-            } else {
+            } else if !(in_codec.is_some_and(super::subtitle::is_text)
+                && want.is_some_and(super::subtitle::is_text))
+            {
+                // Bitmap subtitles (PGS, DVD, DVB) would need OCR to become text.
                 return Err(format!(
-                    "subtitle stream #{n}: converting {:?} to {:?} is not supported (use -c:s copy or a matching codec)",
+                    "subtitle stream #{n}: converting {:?} to {:?} is not supported (only text subtitles convert: subrip, ass, ssa, webvtt, mov_text, text; use -c:s copy or a matching codec)",
                     in_codec.unwrap_or(codec::Id::None),
                     want.unwrap_or(codec::Id::None)
                 ));
@@ -286,6 +292,36 @@ pub fn select_streams(
         });
     }
     Ok(plans)
+}
+
+/// A codec option without a stream specifier that comes after per-stream ones (Plex's burn-in
+/// lines end in `-map 1:s:0 -codec ass` after `-codec:0 libx264`) can only mean the streams it
+/// can encode: a stream of another kind keeps the last matching codec of its own kind, as Plex's
+/// transcoder does. Unknown encoder names are left alone (they fail later with their name).
+fn codec_of_kind(
+    out: &Output,
+    kind: media::Type,
+    chosen: Option<CodecChoice>,
+    mut matches: impl FnMut(&StreamSpecifier) -> bool,
+) -> Option<CodecChoice> {
+    let fits = |c: &CodecChoice| match c {
+        CodecChoice::Copy => true,
+        CodecChoice::Encoder(e) => {
+            codec::encoder::find_by_name(alias(e)).is_none_or(|c| c.medium() == kind)
+        }
+    };
+    match &chosen {
+        Some(c) if !fits(c) => out
+            .streams
+            .iter()
+            .rev()
+            .filter(|e| matches(&e.spec))
+            .filter_map(|e| e.value.codec.as_ref())
+            .find(|c| fits(c))
+            .cloned()
+            .or(chosen),
+        _ => chosen,
+    }
 }
 
 /// Plex and jellyfin codec names that libavcodec knows under another name.
@@ -851,6 +887,88 @@ mod tests {
         assert_eq!(parse_force_kf("expr:gte(t,n_forced*2)"), Some(2.0));
         assert_eq!(parse_force_kf("expr:gte(t, n_forced * 5)"), Some(5.0));
         assert_eq!(parse_force_kf("1,2,3"), None);
+    }
+
+    fn sub_info(codec: codec::Id) -> StreamInfo {
+        StreamInfo {
+            index: 0,
+            mtype: media::Type::Subtitle,
+            kind: Some(MediaKind::Subtitle),
+            attached_pic: false,
+            id: 0,
+            metadata: Vec::new(),
+            pixels: 0,
+            channels: 0,
+            codec,
+        }
+    }
+
+    /// Text subtitles convert; bitmap ones (PGS, DVD) to a text codec are refused by name.
+    #[test]
+    fn subtitle_conversion_text_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("o.mkv");
+        let octx = format::output(&target).unwrap();
+        let mut out = Output::new(target.to_string_lossy(), None);
+        out.streams.push(clusterplex_core::ByStream::new(
+            "s".parse().unwrap(),
+            StreamSettings {
+                codec: Some(CodecChoice::Encoder("ass".into())),
+                ..Default::default()
+            },
+        ));
+        let job = Job::default();
+        let plans = select_streams(
+            &job,
+            0,
+            &out,
+            &[vec![sub_info(codec::Id::SUBRIP)]],
+            &[],
+            &octx,
+        )
+        .unwrap();
+        assert!(!plans[0].copy);
+        let plans =
+            select_streams(&job, 0, &out, &[vec![sub_info(codec::Id::ASS)]], &[], &octx).unwrap();
+        assert!(plans[0].copy);
+        for bitmap in [codec::Id::HDMV_PGS_SUBTITLE, codec::Id::DVD_SUBTITLE] {
+            let e =
+                select_streams(&job, 0, &out, &[vec![sub_info(bitmap)]], &[], &octx).unwrap_err();
+            assert!(
+                e.contains("is not supported") && e.contains("only text"),
+                "{e}"
+            );
+        }
+    }
+
+    /// Plex's burn-in tail `-codec:0 libx264 ... -map 1:s:0 -codec ass`: the unspecified `ass`
+    /// does not replace the video encoder.
+    #[test]
+    fn codec_without_specifier_applies_to_its_kind() {
+        let mut out = Output::new("nullfile", Some("null"));
+        for (spec, name) in [("0", "libx264"), ("", "ass")] {
+            out.streams.push(clusterplex_core::ByStream::new(
+                spec.parse().unwrap(),
+                StreamSettings {
+                    codec: Some(CodecChoice::Encoder(name.into())),
+                    ..Default::default()
+                },
+            ));
+        }
+        let enc = |c: Option<CodecChoice>| match c {
+            Some(CodecChoice::Encoder(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        let video = out.settings_for(|s| out_matches(s, Some(MediaKind::Video), 0, 0));
+        let v = codec_of_kind(&out, media::Type::Video, video.codec, |s| {
+            out_matches(s, Some(MediaKind::Video), 0, 0)
+        });
+        assert_eq!(enc(v), "libx264");
+        let sub = out.settings_for(|s| out_matches(s, Some(MediaKind::Subtitle), 1, 0));
+        let s = codec_of_kind(&out, media::Type::Subtitle, sub.codec, |s| {
+            out_matches(s, Some(MediaKind::Subtitle), 1, 0)
+        });
+        assert_eq!(enc(s), "ass");
     }
 
     #[test]
