@@ -134,9 +134,9 @@ pkg-config --exists zimg 2>/dev/null && cfg+=(--enable-libzimg)
 nvmpi_codecs=""
 [ "$nvmpi" != off ] && { cfg+=(--enable-nvmpi); nvmpi_codecs=1; }
 if [ "$profile" = minimal ]; then
-  dec=h264,hevc,vp9,aac,ac3,mp3,opus,flac,pcm_s16le,rawvideo,ass,ssa,subrip,movtext,webvtt
+  dec=h264,hevc,vp9,aac,ac3,mp3,opus,flac,pcm_s16le,rawvideo,ass,ssa,subrip,srt,text,movtext,webvtt
   dec+=,h264_cuvid,hevc_cuvid,vp9_cuvid
-  enc=libx264,libx265,aac,ac3,flac,pcm_s16le,rawvideo,wrapped_avframe,ass,ssa,subrip,movtext,webvtt
+  enc=libx264,libx265,aac,ac3,flac,pcm_s16le,rawvideo,wrapped_avframe,ass,ssa,subrip,srt,text,movtext,webvtt
   enc+=,h264_nvenc,hevc_nvenc
   if [ -n "$nvmpi_codecs" ]; then
     dec+=,h264_nvmpi,hevc_nvmpi,vp9_nvmpi
