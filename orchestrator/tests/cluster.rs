@@ -69,9 +69,7 @@ async fn three_workers_failover_cancel_auth_and_metrics() {
 
     // 1. A real transcode through the cluster.
     let mut ev = submit(&mut c, &transcode_job(&short, &media, "out1.mp4", false)).await;
-    let Event::Accepted(acc) = until(&mut ev, 10, |e| matches!(e, Event::Accepted(_))).await else {
-        unreachable!()
-    };
+    let acc = accepted(&mut ev).await;
     assert!(acc.worker_id.starts_with('w') && acc.worker_name == format!("node-{}", acc.worker_id));
     let end = until(&mut ev, 60, rpc::is_terminal).await;
     assert!(
@@ -84,9 +82,7 @@ async fn three_workers_failover_cancel_auth_and_metrics() {
     //    drops), moves the job to a surviving worker from the start (a single file cannot
     //    resume), and the submitter's stream carries on without a failure.
     let mut ev = submit(&mut c, &transcode_job(&long, &media, "slow1.mp4", true)).await;
-    let Event::Accepted(acc) = until(&mut ev, 10, |e| matches!(e, Event::Accepted(_))).await else {
-        unreachable!()
-    };
+    let acc = accepted(&mut ev).await;
     until(&mut ev, 10, |e| {
         matches!(e, Event::Progress(_) | Event::Started(_))
     })
@@ -124,10 +120,7 @@ async fn three_workers_failover_cancel_auth_and_metrics() {
             &transcode_job(&short, &media, &format!("after{n}.mp4"), false),
         )
         .await;
-        let Event::Accepted(acc) = until(&mut ev, 10, |e| matches!(e, Event::Accepted(_))).await
-        else {
-            unreachable!()
-        };
+        let acc = accepted(&mut ev).await;
         assert_ne!(acc.worker_id, victim);
         let end = until(&mut ev, 60, rpc::is_terminal).await;
         assert!(matches!(end, Event::Finished(_)), "{end:?}");
@@ -135,9 +128,7 @@ async fn three_workers_failover_cancel_auth_and_metrics() {
 
     // 3. The shim cancels its call: the job stops on the worker and its slot frees.
     let mut ev = submit(&mut c, &transcode_job(&long, &media, "slow2.mp4", true)).await;
-    let Event::Accepted(acc) = until(&mut ev, 10, |e| matches!(e, Event::Accepted(_))).await else {
-        unreachable!()
-    };
+    let acc = accepted(&mut ev).await;
     until(&mut ev, 10, |e| matches!(e, Event::Progress(_))).await;
     drop(ev);
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -105,10 +105,7 @@ async fn a_drained_worker_gets_no_new_jobs_and_cancel_stops_its_running_job() {
     wait_workers(&mut c, 2).await;
 
     let mut slow = submit(&mut c, &transcode_job(&long, &media, "slow.mp4", true)).await;
-    let Event::Accepted(acc) = until(&mut slow, 10, |e| matches!(e, Event::Accepted(_))).await
-    else {
-        unreachable!()
-    };
+    let acc = accepted(&mut slow).await;
     until(&mut slow, 20, |e| matches!(e, Event::Progress(_))).await;
     let busy = acc.worker_id.clone();
     let idle = if busy == "d1" { "d2" } else { "d1" };
@@ -138,10 +135,7 @@ async fn a_drained_worker_gets_no_new_jobs_and_cancel_stops_its_running_job() {
             &transcode_job(&short, &media, &format!("s{n}.mp4"), false),
         )
         .await;
-        let Event::Accepted(a) = until(&mut ev, 10, |e| matches!(e, Event::Accepted(_))).await
-        else {
-            unreachable!()
-        };
+        let a = accepted(&mut ev).await;
         assert_eq!(a.worker_id, busy, "job {n} went to the drained worker");
         let end = until(&mut ev, 60, rpc::is_terminal).await;
         assert!(matches!(end, Event::Finished(_)), "{end:?}");
@@ -251,9 +245,7 @@ async fn a_worker_whose_reports_stop_is_marked_lost_and_its_job_moves_on() {
 
     // It is given a job (the only worker), which it never runs.
     let mut ev = submit(&mut c, &transcode_job(&clip, &media, "moved.mp4", false)).await;
-    let Event::Accepted(a) = until(&mut ev, 10, |e| matches!(e, Event::Accepted(_))).await else {
-        unreachable!()
-    };
+    let a = accepted(&mut ev).await;
     assert_eq!(a.worker_id, "silent");
     let m = down.next().await.unwrap().unwrap();
     assert!(matches!(

@@ -27,10 +27,7 @@ async fn a_seek_cancels_the_old_job_and_keeps_the_session_on_its_worker() {
     };
 
     let mut first = submit(&mut c, &session_job("a.mp4", 0.0)).await;
-    let Event::Accepted(a) = until(&mut first, 10, |e| matches!(e, Event::Accepted(_))).await
-    else {
-        unreachable!()
-    };
+    let a = accepted(&mut first).await;
     until(&mut first, 20, |e| matches!(e, Event::Progress(_))).await;
     let home = a.worker_id.clone();
 
@@ -41,10 +38,7 @@ async fn a_seek_cancels_the_old_job_and_keeps_the_session_on_its_worker() {
         panic!("{end:?}")
     };
     assert!(cx.reason.contains("superseded"), "{}", cx.reason);
-    let Event::Accepted(b) = until(&mut second, 10, |e| matches!(e, Event::Accepted(_))).await
-    else {
-        unreachable!()
-    };
+    let b = accepted(&mut second).await;
     assert_eq!(b.worker_id, home, "the seek left the session's worker");
     until(&mut second, 20, |e| matches!(e, Event::Progress(_))).await;
     // The old job really stopped: only the new one is left on the worker.
@@ -75,19 +69,13 @@ async fn a_seek_cancels_the_old_job_and_keeps_the_session_on_its_worker() {
     // Plex usually kills the old transcoder first: the session's worker is remembered.
     drop(second);
     let mut third = submit(&mut c, &session_job("c.mp4", 20.0)).await;
-    let Event::Accepted(t) = until(&mut third, 10, |e| matches!(e, Event::Accepted(_))).await
-    else {
-        unreachable!()
-    };
+    let t = accepted(&mut third).await;
     assert_eq!(t.worker_id, home);
     // Another session is placed by the strategy as usual (RR: the other worker).
     let mut other = transcode_job(&long, &media, "d.mp4", true);
     other.plex.session_id = Some("zzz".into());
     let mut fourth = submit(&mut c, &other).await;
-    let Event::Accepted(f) = until(&mut fourth, 10, |e| matches!(e, Event::Accepted(_))).await
-    else {
-        unreachable!()
-    };
+    let f = accepted(&mut fourth).await;
     assert_ne!(f.worker_id, home);
     drop((third, fourth));
     // Superseded, then three dropped calls: all counted as killed once the drops are seen.

@@ -184,6 +184,14 @@ pub async fn submit(c: &mut JobServiceClient<rpc::AuthChannel>, job: &Job) -> Ev
     c.submit(req).await.unwrap().into_inner()
 }
 
+/// Waits (10 s at most) for the job's `accepted` event: which worker took it.
+pub async fn accepted(events: &mut Events) -> pb::Accepted {
+    match until(events, 10, |e| matches!(e, Event::Accepted(_))).await {
+        Event::Accepted(a) => a,
+        _ => unreachable!(),
+    }
+}
+
 /// Reads events until `pred` matches one (returned), with a deadline.
 pub async fn until(events: &mut Events, secs: u64, mut pred: impl FnMut(&Event) -> bool) -> Event {
     let fut = async {
