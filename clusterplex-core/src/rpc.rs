@@ -167,6 +167,21 @@ pub async fn job_client(
     ))
 }
 
+/// [`job_client`] with the TLS CA given explicitly (a `--tls-ca` flag) instead of read from
+/// `CLUSTERPLEX_TLS_CA`.
+pub async fn job_client_tls(
+    url: &str,
+    token: Option<&str>,
+    connect_timeout: Duration,
+    tls_ca: Option<&Path>,
+) -> Result<JobServiceClient<AuthChannel>, Status> {
+    let channel = connect_channel_tls(url, connect_timeout, tls_ca).await?;
+    Ok(JobServiceClient::with_interceptor(
+        channel,
+        TokenInterceptor::new(token)?,
+    ))
+}
+
 /// Builds the request a shim sends to run `job`.
 pub fn submit_request(
     job: &Job,

@@ -80,10 +80,11 @@ fn poster_identity() -> (String, String) {
 }
 
 async fn submit(settings: &Settings, plan: &Plan) -> RemoteOutcome {
-    let mut client = match rpc::job_client(
+    let mut client = match rpc::job_client_tls(
         &settings.orchestrator_url,
         settings.token.as_deref(),
         settings.connect_timeout(),
+        settings.tls_ca.as_deref(),
     )
     .await
     {

@@ -63,6 +63,9 @@ pub struct Settings {
     /// Shared token for the orchestrator (sent as `authorization: Bearer <token>`).
     #[arg(long, env = "CLUSTERPLEX_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM CA certificate that an `https://` orchestrator URL is verified against.
+    #[arg(long, env = "CLUSTERPLEX_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// How long to wait for the orchestrator connection before falling back, in milliseconds.
     #[arg(long, env = "CLUSTERPLEX_CONNECT_TIMEOUT_MS", default_value_t = 2000)]
     pub connect_timeout_ms: u64,
