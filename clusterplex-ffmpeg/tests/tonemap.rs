@@ -324,6 +324,16 @@ fn saturated_primaries_stay_in_range() {
 
 /// cpu (every SIMD level) and the kernel source on the host against the reference.
 fn compare_all(img: &OwnedImage, layout: InputLayout, signal: Signal, extra: &str) {
+    compare_modes(img, layout, signal, extra, &["max", "rgb", "lum", "itp"]);
+}
+
+fn compare_modes(
+    img: &OwnedImage,
+    layout: InputLayout,
+    signal: Signal,
+    extra: &str,
+    modes: &[&str],
+) {
     for c in [
         Curve::Hable,
         Curve::Reinhard,
@@ -331,7 +341,7 @@ fn compare_all(img: &OwnedImage, layout: InputLayout, signal: Signal, extra: &st
         Curve::Bt2390,
         Curve::Linear,
     ] {
-        for mode in ["max", "rgb", "lum", "itp"] {
+        for mode in modes {
             let o = opts(&format!("{}:mode={mode}:{extra}", c.name()));
             let r = run(Which::Reference, &o, img, layout, signal);
             let ry = plane(&r, o.format, 0);
@@ -368,6 +378,24 @@ fn fast_paths_match_reference_on_stress_pattern() {
     let img = stress_image(160, 90 + 2, InputLayout::P010);
     compare_all(&img, InputLayout::P010, Signal::pq(), "desat=0:peak=100");
     compare_all(&img, InputLayout::P010, Signal::pq(), "desat=2:peak=10");
+}
+
+#[test]
+fn fast_paths_match_reference_on_odd_sizes() {
+    // Widths that are not multiples of the SIMD width or of the fused path's 256-pixel chunks,
+    // odd numbers of chroma columns and rows: every tail and edge of the band loop.
+    for (w, h, layout, extra) in [
+        (534, 38, InputLayout::P010, "desat=0:peak=10:format=nv12"),
+        (
+            134,
+            22,
+            InputLayout::Yuv420p10,
+            "desat=2:peak=100:dither=1:format=yuv420p",
+        ),
+    ] {
+        let img = stress_image(w, h, layout);
+        compare_modes(&img, layout, Signal::pq(), extra, &["max"]);
+    }
 }
 
 #[test]

@@ -12,6 +12,10 @@
 //!   whole row pipeline is compiled once per SIMD level (`#[target_feature]`) and picked at run
 //!   time;
 //! - rows are split into bands processed on scoped threads.
+//!
+//! Under AVX2 the default case (PQ input, `mode=max`, 8-bit output) runs a whole band in
+//! `MaxTables::band_avx2` instead (`fastmax`: transfer functions as piecewise polynomials,
+//! chroma resampling fused into 256-pixel chunks); everything else comes here.
 
 // Index loops over several parallel arrays are the clearest form of the vectorisable passes.
 #![allow(clippy::needless_range_loop)]
@@ -300,8 +304,15 @@ fn run_band(
 ) {
     match level {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `SimdLevel::select` only returns Avx2 when the CPU reports avx2 and fma.
-        SimdLevel::Avx2 => unsafe { band_avx2(t, src, dst, j0, j1) },
+        SimdLevel::Avx2 => match t.fast.as_ref().filter(|_| !dst.format.is_10bit()) {
+            // SAFETY: `SimdLevel::select` only returns Avx2 when the CPU reports avx2 and fma.
+            Some(f) => unsafe {
+                let cs = t.params.signal.range10().2 as f32;
+                f.band_avx2(src, dst, j0, j1, t.params.dither, cs)
+            },
+            // SAFETY: as above.
+            None => unsafe { band_avx2(t, src, dst, j0, j1) },
+        },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `SimdLevel::select` only returns Sse4 when the CPU reports sse4.1.
         SimdLevel::Sse4 => unsafe { band_sse4(t, src, dst, j0, j1) },
@@ -399,10 +410,6 @@ fn band_body<const GATHER: bool>(
         ring_b: [mk(cw), mk(cw), mk(cw), mk(cw)],
         ring_r: [mk(cw), mk(cw), mk(cw), mk(cw)],
     };
-    let ten = dst.format.is_10bit();
-    // The fused path only under AVX2: at the other levels the passes below measured about twice
-    // as fast (they auto-vectorise; per-pixel table lookups without gathers do not).
-    let fast = t.fast.as_ref().filter(|_| !ten && GATHER);
     let row_first = (2 * j0).saturating_sub(1);
     let row_last = (2 * j1 + 1).min(h - 1);
     let mut next_j = j0;
@@ -414,11 +421,9 @@ fn band_body<const GATHER: bool>(
         } else {
             0
         };
-        if fast.is_none() {
-            for x in 0..w {
-                let v = (u16::from_le_bytes([yb[2 * x], yb[2 * x + 1]]) >> shift) & 0x3ff;
-                s.y[x] = (v as f32 - yo) * iys;
-            }
+        for x in 0..w {
+            let v = (u16::from_le_bytes([yb[2 * x], yb[2 * x + 1]]) >> shift) & 0x3ff;
+            s.y[x] = (v as f32 - yo) * iys;
         }
         let j = row / 2;
         let jn = if row % 2 == 1 {
@@ -456,26 +461,8 @@ fn band_body<const GATHER: bool>(
                 s.cr[2 * i + 1] = 0.5 * (s.half_r[i] + s.half_r[i1]);
             }
         }
-        // 2. The pixel chain: fused per pixel, or chunk by chunk in passes.
-        if let Some(f) = fast {
-            let round: [f32; 8] = if p.dither {
-                std::array::from_fn(|x| bayer8(x, row))
-            } else {
-                [0.5; 8]
-            };
-            #[cfg(target_arch = "x86_64")]
-            if GATHER {
-                // SAFETY: GATHER is only true in code compiled for and dispatched to AVX2+FMA CPUs.
-                unsafe {
-                    f.row_avx2(
-                        yb, shift, &s.cb, &s.cr, &round, &mut s.oy, &mut s.ocb, &mut s.ocr,
-                    )
-                };
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            let _ = (f, round);
-        }
-        let mut x0 = if fast.is_some() { w } else { 0 };
+        // 2. The pixel chain, chunk by chunk in passes.
+        let mut x0 = 0;
         while x0 < w {
             let x1 = (x0 + CHUNK).min(w);
             kernel_chunk::<GATHER>(
@@ -493,9 +480,7 @@ fn band_body<const GATHER: bool>(
         if row >= 2 * j0 && row < 2 * j1 {
             let lr = row - 2 * j0;
             let out = &mut dst.planes[0][lr * dst.strides[0]..];
-            if fast.is_some() {
-                // The fused kernel already produced rounded (or dithered) codes.
-            } else if p.dither {
+            if p.dither {
                 for x in 0..w {
                     s.oy[x] = ooy + osy * s.oy[x] + bayer8(x, row);
                 }
@@ -563,7 +548,6 @@ fn band_body<const GATHER: bool>(
             next_j += 1;
         }
     }
-    let _ = ten;
 }
 
 /// Quantises (floor, clamp) and stores a row of values in the output format.
