@@ -28,8 +28,9 @@ pub struct Capabilities {
     pub arch: String,
 }
 
-/// What a job requires of the worker that runs it.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// What a job requires of the worker that runs it. `Hash`: the orchestrator caches the
+/// workers that cover each distinct set of needs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CapabilityNeeds {
     pub decoders: BTreeSet<String>,

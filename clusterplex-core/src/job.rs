@@ -37,6 +37,10 @@ pub struct Job {
     /// Global ffmpeg options kept verbatim because they only affect logging or the CLI
     /// (`-loglevel`, `-nostats`, `-hide_banner`, `-y`, ...). The engine may ignore these.
     pub cli_flags: BTreeMap<String, String>,
+    /// Set by [`Job::resume_at`] on a job that carries on a lost one (failover); `None` for
+    /// every job a user or Plex started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub continuation: Option<Continuation>,
 }
 
 /// One `-i` and the input-side options that preceded it.
@@ -804,6 +808,24 @@ pub struct ProgressTarget {
     pub period: Option<f64>,
 }
 
+/// What a continuation (see [`Job::resume_at`]) knows about the part of the session before it,
+/// so that its output and progress join the earlier part seamlessly: stream-copied packets
+/// before the resume point are dropped (ffmpeg's `-copypriorss 0`, so the first copied video
+/// packet is the keyframe that starts the next segment), the session's init segments and
+/// segment headers already on disk are kept, the DASH manifest keeps listing the earlier
+/// segments, and progress counts on from what was reported before.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Continuation {
+    /// Media seconds of the session before this job, from the original job's output origin.
+    pub elapsed: f64,
+    /// Frames and bytes reported before this job (the furthest report the submitter saw).
+    pub frames: u64,
+    pub bytes: u64,
+    /// The furthest output time reported before this job.
+    pub out_time: f64,
+}
+
 /// Plex options that describe the session rather than the media.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -957,6 +979,9 @@ impl Job {
         if job.plex.skip_to_segment.is_some() {
             job.plex.skip_to_segment = Some(next_segment);
         }
+        let mut c = self.continuation.clone().unwrap_or_default();
+        c.elapsed += elapsed;
+        job.continuation = Some(c);
         Ok(job)
     }
 
@@ -1161,6 +1186,11 @@ mod tests {
         assert!(r.inputs[0].accurate_seek);
         assert_eq!(r.inputs[0].ts_offset, Some(12.0));
         assert_eq!(r.plex.skip_to_segment, Some(11));
+        // Marked as a continuation; a second failover adds up the media already done.
+        assert_eq!(r.continuation.as_ref().map(|c| c.elapsed), Some(12.0));
+        let again = r.resume_at(12, 4.0).unwrap();
+        assert_eq!(again.continuation.map(|c| c.elapsed), Some(16.0));
+        assert_eq!(job.continuation, None);
         assert!(matches!(
             r.outputs[0].segmenting,
             Some(Segmenting::Dash {

@@ -4,7 +4,14 @@
 //! the job's needs are considered. Ties go to the smallest worker id, so placement is
 //! deterministic (ClusterPlex's `reduce` gave ties to whichever worker registered last).
 
-use std::{fmt, str::FromStr};
+use std::{
+    cmp::Ordering,
+    collections::{BTreeSet, HashMap, HashSet},
+    fmt,
+    ops::Bound,
+    str::FromStr,
+    sync::Arc,
+};
 
 use crate::{
     capability::{Capabilities, CapabilityNeeds},
@@ -137,21 +144,13 @@ pub fn select<'a, C: Candidate + 'a>(
         if !has_free_slot(c) {
             continue;
         }
-        let key = match strategy {
-            Strategy::RoundRobin => {
-                let after = rr_last.is_none_or(|last| c.id() > last);
-                if !after {
-                    if wrap.is_none_or(|w| c.id() < w.id()) && c.capabilities().covers(needs) {
-                        wrap = Some(c);
-                    }
-                    continue;
-                }
-                0.0
+        if strategy == Strategy::RoundRobin && rr_last.is_some_and(|last| c.id() <= last) {
+            if wrap.is_none_or(|w| c.id() < w.id()) && c.capabilities().covers(needs) {
+                wrap = Some(c);
             }
-            Strategy::LoadCpu => c.load().cpu_percent,
-            Strategy::LoadTasks => f64::from(c.load().running_jobs),
-            Strategy::LoadRank => -rank(c.score(), c.load().cpu_percent),
-        };
+            continue;
+        }
+        let key = strategy_key(strategy, c);
         let better = match &best {
             None => true,
             Some((b, bk)) => key < *bk || (key == *bk && c.id() < b.id()),
@@ -161,6 +160,223 @@ pub fn select<'a, C: Candidate + 'a>(
         }
     }
     best.map(|(c, _)| c).or(wrap)
+}
+
+/// The strategy's sort key of a worker (smaller is better; ties go to the smaller id).
+fn strategy_key<C: Candidate + ?Sized>(strategy: Strategy, c: &C) -> f64 {
+    let key = match strategy {
+        Strategy::RoundRobin => 0.0,
+        Strategy::LoadCpu => c.load().cpu_percent,
+        Strategy::LoadTasks => f64::from(c.load().running_jobs),
+        Strategy::LoadRank => -rank(c.score(), c.load().cpu_percent),
+    };
+    // One zero: `-0.0 + 0.0` is `0.0`, so a total order agrees with `==` on ties.
+    key + 0.0
+}
+
+/// [`strategy_key`] with a total order, for ordered sets.
+#[derive(Debug, Clone, Copy)]
+struct Key(f64);
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Key {}
+impl PartialOrd for Key {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Key {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+/// Worker ids, shared between the index and the capable-worker sets.
+pub type WorkerId = Arc<str>;
+
+/// The workers that can take a job now (accepting work, a free slot), kept in the strategy's
+/// order as their loads change. Choosing a worker is then a walk from the best one to the first
+/// capable one, instead of a pass over every worker with a capability check each (which cost
+/// ~25 us per placement with 1000 workers). Chooses exactly what [`select`] would.
+///
+/// The owner calls [`update`](Self::update) after anything placement looks at changes (load,
+/// slots, draining) and [`remove`](Self::remove) when a worker leaves.
+#[derive(Debug, Clone, Default)]
+pub struct PlacementIndex {
+    strategy: Strategy,
+    ready: BTreeSet<(Key, WorkerId)>,
+    keys: HashMap<WorkerId, Key>,
+}
+
+impl PlacementIndex {
+    pub fn new(strategy: Strategy) -> Self {
+        Self {
+            strategy,
+            ..Default::default()
+        }
+    }
+
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    /// Workers that can take a job now.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// True when `id` is indexed as able to take a job now.
+    pub fn is_ready(&self, id: &str) -> bool {
+        self.keys.contains_key(id)
+    }
+
+    /// (Re)indexes `c` from its current state.
+    pub fn update<C: Candidate + ?Sized>(&mut self, c: &C) {
+        let new = has_free_slot(c).then(|| Key(strategy_key(self.strategy, c)));
+        let old = self
+            .keys
+            .get_key_value(c.id())
+            .map(|(id, k)| (id.clone(), *k));
+        if old.as_ref().map(|(_, k)| *k) == new {
+            return;
+        }
+        let id = match old {
+            Some((id, k)) => {
+                self.ready.remove(&(k, id.clone()));
+                self.keys.remove(&id);
+                id
+            }
+            None => WorkerId::from(c.id()),
+        };
+        if let Some(k) = new {
+            self.ready.insert((k, id.clone()));
+            self.keys.insert(id, k);
+        }
+    }
+
+    /// Forgets a worker (lost, disconnected, replaced).
+    pub fn remove(&mut self, id: &str) {
+        if let Some((id, k)) = self.keys.remove_entry(id) {
+            self.ready.remove(&(k, id));
+        }
+    }
+
+    /// The worker to place a job on among the ready ones in `capable` (the workers that cover
+    /// the job's needs, from [`CapableCache`]). `rr_last`: the id chosen last time (for `RR`).
+    pub fn select(&self, capable: &HashSet<WorkerId>, rr_last: Option<&str>) -> Option<WorkerId> {
+        if capable.is_empty() || self.ready.is_empty() {
+            return None;
+        }
+        // Few capable workers (a job only GPU nodes can run): look at those alone.
+        let few = capable.len() < self.ready.len() / 8;
+        let rr = self.strategy == Strategy::RoundRobin;
+        if few {
+            let mut after: Option<(Key, &WorkerId)> = None;
+            let mut wrap: Option<&WorkerId> = None;
+            for id in capable {
+                let Some(&k) = self.keys.get(id) else {
+                    continue;
+                };
+                if rr && rr_last.is_some_and(|last| &**id <= last) {
+                    if wrap.is_none_or(|w| id < w) {
+                        wrap = Some(id);
+                    }
+                } else if after.is_none_or(|best| (k, id) < best) {
+                    after = Some((k, id));
+                }
+            }
+            return after.map(|(_, id)| id).or(wrap).cloned();
+        }
+        if rr && let Some(last) = rr_last {
+            // All RR keys are equal, so the set is in id order: the first capable id after
+            // `last`, else the first one from the start (wrap around).
+            let bound = (Key(0.0), WorkerId::from(last));
+            return self
+                .ready
+                .range((Bound::Excluded(&bound), Bound::Unbounded))
+                .chain(self.ready.range(..=&bound))
+                .find(|(_, id)| capable.contains(id))
+                .map(|(_, id)| id.clone());
+        }
+        self.ready
+            .iter()
+            .find(|(_, id)| capable.contains(id))
+            .map(|(_, id)| id.clone())
+    }
+}
+
+/// For each distinct [`CapabilityNeeds`] seen, the workers that cover it and accept work.
+/// Workers' capabilities change only when they (re)register, so the sets are updated then,
+/// when a worker drains and when it leaves, not rebuilt per placement.
+#[derive(Debug, Clone, Default)]
+pub struct CapableCache {
+    sets: HashMap<CapabilityNeeds, HashSet<WorkerId>>,
+}
+
+/// Distinct needs remembered at most (a client sending endless variations cannot grow the
+/// cache without bound; it is rebuilt on demand).
+const CAPABLE_CACHE_MAX: usize = 256;
+
+impl CapableCache {
+    /// The capable, accepting workers for `needs`, computed from `all` on first use.
+    pub fn get<'a, C: Candidate + 'a>(
+        &mut self,
+        needs: &CapabilityNeeds,
+        all: impl IntoIterator<Item = &'a C>,
+    ) -> &HashSet<WorkerId> {
+        if !self.sets.contains_key(needs) {
+            if self.sets.len() >= CAPABLE_CACHE_MAX {
+                self.sets.clear();
+            }
+            let set = all
+                .into_iter()
+                .filter(|c| c.accepting() && c.capabilities().covers(needs))
+                .map(|c| WorkerId::from(c.id()))
+                .collect();
+            self.sets.insert(needs.clone(), set);
+        }
+        &self.sets[needs]
+    }
+
+    /// A worker registered, re-registered (maybe with other capabilities), or started or
+    /// stopped accepting work (drain).
+    pub fn worker_changed<C: Candidate + ?Sized>(&mut self, c: &C) {
+        let mut id: Option<WorkerId> = None;
+        for (needs, set) in &mut self.sets {
+            if c.accepting() && c.capabilities().covers(needs) {
+                if !set.contains(c.id()) {
+                    set.insert(id.get_or_insert_with(|| WorkerId::from(c.id())).clone());
+                }
+            } else {
+                set.remove(c.id());
+            }
+        }
+    }
+
+    /// A worker left.
+    pub fn worker_removed(&mut self, id: &str) {
+        for set in self.sets.values_mut() {
+            set.remove(id);
+        }
+    }
+
+    /// Forgets everything (all workers left).
+    pub fn clear(&mut self) {
+        self.sets.clear();
+    }
+
+    /// Distinct needs cached.
+    pub fn len(&self) -> usize {
+        self.sets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
 }
 
 /// Updates the load the orchestrator keeps for a worker when it is given a job, so that jobs
@@ -425,6 +641,162 @@ mod tests {
         let load = &mut ws[0].load;
         account_assignment(load, 1);
         assert!(pick(Strategy::LoadRank, &ws, None).is_none());
+    }
+
+    /// A small deterministic generator (no extra dependency for tests).
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    fn nvenc() -> CapabilityNeeds {
+        CapabilityNeeds {
+            encoders: ["h264_nvenc".to_string()].into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_index_chooses_what_select_chooses() {
+        for strategy in [
+            Strategy::RoundRobin,
+            Strategy::LoadCpu,
+            Strategy::LoadTasks,
+            Strategy::LoadRank,
+        ] {
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+            // 64 workers; one in 16 has NVENC (so that need takes the few-capable path).
+            let mut ws: Vec<WorkerView> = (0..64)
+                .map(|i| {
+                    // Few distinct scores and CPU figures: plenty of ties.
+                    let mut v = w(&format!("w{:02}", (i * 37) % 64), 0.0, 0.0, 0, 1);
+                    v.score = 50.0 * (1 + rng.below(3)) as f64;
+                    v.max_jobs = 1 + rng.below(3) as u32;
+                    v.load.cpu_percent = 25.0 * rng.below(5) as f64;
+                    if i % 16 == 0 {
+                        v.capabilities.encoders.insert("h264_nvenc".into());
+                    }
+                    v
+                })
+                .collect();
+            let mut index = PlacementIndex::new(strategy);
+            let mut cache = CapableCache::default();
+            for v in &ws {
+                index.update(v);
+            }
+            let mut rr_last: Option<String> = None;
+            for step in 0..3000 {
+                let needs = if step % 3 == 0 {
+                    nvenc()
+                } else {
+                    CapabilityNeeds::default()
+                };
+                let expected =
+                    select(strategy, &ws, &needs, rr_last.as_deref()).map(|c| c.id.clone());
+                let capable = cache.get(&needs, &ws);
+                let got = index.select(capable, rr_last.as_deref());
+                assert_eq!(
+                    got.as_deref(),
+                    expected.as_deref(),
+                    "{strategy} step {step}"
+                );
+                if let Some(id) = expected {
+                    let v = ws.iter_mut().find(|v| v.id == id).unwrap();
+                    account_assignment(&mut v.load, v.max_jobs);
+                    index.update(v);
+                    rr_last = Some(id);
+                }
+                // Something else happens to a random worker.
+                let i = rng.below(ws.len() as u64) as usize;
+                let v = &mut ws[i];
+                match rng.below(5) {
+                    0 | 1 => account_release(&mut v.load, v.max_jobs),
+                    2 => v.load.cpu_percent = 25.0 * rng.below(5) as f64,
+                    3 => {
+                        v.accepting = !v.accepting;
+                        cache.worker_changed(v);
+                    }
+                    _ => {}
+                }
+                index.update(v);
+            }
+        }
+    }
+
+    #[test]
+    fn capable_cache_follows_register_loss_reconnect_and_drain() {
+        let mut cache = CapableCache::default();
+        let ids = |cache: &mut CapableCache, ws: &[WorkerView], needs: &CapabilityNeeds| {
+            let mut v: Vec<String> = cache.get(needs, ws).iter().map(|s| s.to_string()).collect();
+            v.sort();
+            v
+        };
+        let mut ws = vec![w("a", 1.0, 0.0, 0, 1), w("b", 1.0, 0.0, 0, 1)];
+        let any = CapabilityNeeds::default();
+        assert_eq!(ids(&mut cache, &ws, &nvenc()), Vec::<String>::new());
+        assert_eq!(ids(&mut cache, &ws, &any), ["a", "b"]);
+        assert_eq!(cache.len(), 2);
+        // Registers: a worker with NVENC joins; both cached sets learn of it, without a rebuild
+        // (`get` is given no workers here, so anything it knows came from the update).
+        let mut c = w("c", 1.0, 0.0, 0, 1);
+        c.capabilities.encoders.insert("h264_nvenc".into());
+        cache.worker_changed(&c);
+        ws.push(c.clone());
+        assert_eq!(ids(&mut cache, &[], &nvenc()), ["c"]);
+        assert_eq!(ids(&mut cache, &[], &any), ["a", "b", "c"]);
+        // Reconnects with other capabilities (its GPU is gone).
+        c.capabilities.encoders.remove("h264_nvenc");
+        cache.worker_changed(&c);
+        assert_eq!(ids(&mut cache, &[], &nvenc()), Vec::<String>::new());
+        assert_eq!(ids(&mut cache, &[], &any), ["a", "b", "c"]);
+        // Drained: no longer a candidate for anything; back when it accepts again.
+        ws[0].accepting = false;
+        cache.worker_changed(&ws[0]);
+        assert_eq!(ids(&mut cache, &[], &any), ["b", "c"]);
+        ws[0].accepting = true;
+        cache.worker_changed(&ws[0]);
+        assert_eq!(ids(&mut cache, &[], &any), ["a", "b", "c"]);
+        // Lost.
+        cache.worker_removed("b");
+        assert_eq!(ids(&mut cache, &[], &any), ["a", "c"]);
+        // A new distinct need is computed from the workers passed in.
+        let libx264 = CapabilityNeeds {
+            encoders: ["libx264".to_string()].into(),
+            ..Default::default()
+        };
+        assert_eq!(ids(&mut cache, &ws[..1], &libx264), ["a"]);
+        cache.clear();
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn the_index_follows_slots_and_draining() {
+        let mut index = PlacementIndex::new(Strategy::LoadRank);
+        let mut a = w("a", 100.0, 0.0, 0, 1);
+        let b = w("b", 50.0, 0.0, 0, 1);
+        index.update(&a);
+        index.update(&b);
+        let all: HashSet<WorkerId> = ["a", "b"].into_iter().map(WorkerId::from).collect();
+        assert_eq!(index.select(&all, None).as_deref(), Some("a"));
+        account_assignment(&mut a.load, 1);
+        index.update(&a);
+        assert!(!index.is_ready("a"));
+        assert_eq!(index.select(&all, None).as_deref(), Some("b"));
+        account_release(&mut a.load, 1);
+        a.accepting = false;
+        index.update(&a);
+        assert_eq!(index.select(&all, None).as_deref(), Some("b"));
+        index.remove("b");
+        assert_eq!(index.ready_len(), 0);
+        assert_eq!(index.select(&all, None), None);
     }
 
     #[test]

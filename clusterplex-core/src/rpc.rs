@@ -9,7 +9,7 @@ use tonic::{
     Request, Status,
     metadata::{Ascii, MetadataValue},
     service::{Interceptor, interceptor::InterceptedService},
-    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
+    transport::{Certificate, ClientTlsConfig, Endpoint},
 };
 
 use crate::{
@@ -103,6 +103,9 @@ impl Interceptor for TokenInterceptor {
         Ok(req)
     }
 }
+
+/// A plain channel (what [`connect_channel`] returns), for callers without their own tonic.
+pub use tonic::transport::Channel;
 
 /// A channel with the token attached.
 pub type AuthChannel = InterceptedService<Channel, TokenInterceptor>;

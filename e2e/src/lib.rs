@@ -374,6 +374,22 @@ mv \"$d/argv.tmp\" \"$d/argv\"\nexit \"${STANDIN_EXIT:-0}\"\n";
         Self { dir }
     }
 
+    /// Like [`Install::new`], but the original transcoder really transcodes: after recording
+    /// its argv it runs them with `clusterplex-worker run` (the engine honours Plex's options;
+    /// Plex's own binary is not available to tests). For `both`-mode fallbacks that must write
+    /// segments.
+    pub fn with_engine() -> Self {
+        let install = Self::new();
+        let script = format!(
+            "#!/bin/sh\nd=\"$(dirname \"$0\")\"\n: > \"$d/argv.tmp\"\n\
+for a in \"$@\"; do printf '%s\\n' \"$a\" >> \"$d/argv.tmp\"; done\n\
+mv \"$d/argv.tmp\" \"$d/argv\"\nCLUSTERPLEX_PROGRESS=none exec '{}' run -- \"$@\"\n",
+            bins().worker.display()
+        );
+        std::fs::write(install.path().join("originalTranscoder"), script).expect("write stand-in");
+        install
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -626,6 +642,26 @@ pub fn check_dash(dir: &Path, reps: u32, first: u64) -> DashCheck {
         let _ = std::fs::remove_file(&joined);
     }
     c
+}
+
+/// Presentation times (seconds) of every packet of representation `r`: its init segment and
+/// chunks `nums` joined, as a player appends them.
+pub fn joined_packet_times(dir: &Path, r: u32, nums: &[u64]) -> Vec<f64> {
+    let mut data = std::fs::read(dir.join(format!("init-stream{r}.m4s"))).unwrap_or_default();
+    for n in nums {
+        data.extend(
+            std::fs::read(dir.join(format!("chunk-stream{r}-{n:05}.m4s"))).unwrap_or_default(),
+        );
+    }
+    let joined = dir.join(format!(".e2e-times-{r}.mp4"));
+    std::fs::write(&joined, &data).expect("write joined representation");
+    let mut times: Vec<f64> = clusterplex_testkit::packets(&joined, "0")
+        .iter()
+        .filter_map(|p| clusterplex_testkit::num(&p["pts_time"]))
+        .collect();
+    let _ = std::fs::remove_file(&joined);
+    times.sort_by(f64::total_cmp);
+    times
 }
 
 /// `number: first..last` packet times of each chunk of representation `r`, for messages.

@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use clusterplex_e2e::{
-    Cluster, ClusterOpts, Install, Pms, check_dash, contract_violations, finish, plex_base,
-    plex_dash_args, wait_file,
+    Cluster, ClusterOpts, Install, Pms, check_dash, contract_violations, finish,
+    joined_packet_times, plex_base, plex_dash_args, wait_file,
 };
 use clusterplex_pms_contract::ManifestBody;
 use clusterplex_testkit::av_clip;
@@ -20,6 +20,15 @@ fn clip(secs: f64) -> std::path::PathBuf {
         &[("aac", 2)],
         false,
     )
+}
+
+/// The largest `size` PMS got in a progress PUT (0 without any).
+fn max_size(rec: &clusterplex_pms_contract::Recording) -> f64 {
+    rec.requests
+        .iter()
+        .filter(|r| r.query.starts_with("progress="))
+        .filter_map(|r| r.num("size"))
+        .fold(0.0, f64::max)
 }
 
 /// The one job the orchestrator lists (waits up to 10 s for it to be placed).
@@ -142,28 +151,46 @@ async fn seek_cancels_the_old_job_and_resumes_on_the_same_worker() {
     );
 }
 
-// Known failure, tracked on issue #6: the job moves and finishes (exit 0, segments 1..=5 each
-// once), but with stream-copied video the continuation's first chunk starts at an earlier
-// keyframe than the resume point (resume at 4.06 s, chunk 3 starts at 2 s), so chunks overlap.
-#[ignore = "copied-video resume overlaps by a GOP (issue #6)"]
+/// The worker running a real-time session is SIGKILLed after segment 2: the orchestrator
+/// resumes the job on another worker from the end of the last segment written (the keyframe
+/// that starts segment 3, with copied video), and PMS sees one session: every segment once,
+/// playing back continuously (the video packets of one uninterrupted run, audio without a gap
+/// over one frame), one announcement, progress that never goes back, MPDs listing the whole
+/// session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_completes_when_its_worker_is_killed_mid_job() {
+    failover_session("failover1", false).await;
+}
+
+/// The same with the video encoded (libx264) instead of copied: the continuation's encoder
+/// starts on the resume point with a keyframe, against the session's kept init segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_with_encoded_video_completes_when_its_worker_is_killed_mid_job() {
+    failover_session("failover2", true).await;
+}
+
+async fn failover_session(key: &str, encode_video: bool) {
     let mut cluster = Cluster::start(ClusterOpts::default()).await;
     let secs = 10.0;
     let input = cluster.media_file(&clip(secs), "Failover Movie (2026).mkv");
-    let session = cluster.session_dir("failover1");
-    let base = plex_base("failover1");
+    let session = cluster.session_dir(key);
+    let base = plex_base(key);
     let install = Install::new();
     let pms = Pms::start(&session);
+    let mut args = plex_dash_args(&input, &base, 1, None, true);
+    if encode_video {
+        let at = args
+            .windows(2)
+            .rposition(|w| w[0] == "-codec:0" && w[1] == "copy")
+            .expect("-codec:0 copy");
+        args.splice(
+            at..at + 2,
+            ["-codec:0", "libx264", "-preset:0", "ultrafast"].map(String::from),
+        );
+    }
     // `remote` mode: a local fallback must not be what completes the session.
     let child = install
-        .shim(
-            &cluster.url(),
-            pms.port,
-            &session,
-            "remote",
-            &plex_dash_args(&input, &base, 1, None, true),
-        )
+        .shim(&cluster.url(), pms.port, &session, "remote", &args)
         .spawn()
         .unwrap();
     assert!(
@@ -176,6 +203,9 @@ async fn session_completes_when_its_worker_is_killed_mid_job() {
         cluster.log_tails()
     );
     let job = running_job(&cluster).await;
+    // What PMS had heard before the kill, and when the kill came.
+    let size_before = max_size(&pms.recording());
+    let killed_at = std::time::SystemTime::now();
     assert!(cluster.kill_worker(&job.worker_id), "{job:?}");
     let done = finish(child, Duration::from_secs(90)).await;
     assert_eq!(
@@ -205,14 +235,56 @@ async fn session_completes_when_its_worker_is_killed_mid_job() {
             "stream {r} lasts {d} s, not {secs}"
         );
     }
+    // Played back continuously: the video is every frame of the clip once, 40 ms apart (25 fps,
+    // keyframes at x.021 s); the re-encoded audio has no overlap and no gap over one AAC frame.
+    let nums: Vec<u64> = (1..=5).collect();
+    let video = joined_packet_times(&session, 0, &nums);
+    assert_eq!(video.len(), 250, "{video:?}");
+    for w in video.windows(2) {
+        assert!(
+            (w[1] - w[0] - 0.04).abs() < 0.0015,
+            "video jumps from {} to {} s",
+            w[0],
+            w[1]
+        );
+    }
+    let audio = joined_packet_times(&session, 1, &nums);
+    let frame = 1024.0 / 48000.0;
+    for w in audio.windows(2) {
+        assert!(
+            w[1] > w[0] && w[1] - w[0] < 2.0 * frame + 0.001,
+            "audio jumps from {} to {} s",
+            w[0],
+            w[1]
+        );
+    }
     let rec = pms.recording();
-    let v = [
-        rec.check_token(clusterplex_e2e::PLEX_TOKEN),
-        rec.check_manifests_list_existing_chunks(),
-        rec.check_static_only_last(),
-    ]
-    .concat();
+    // check_order (one startup, streams and duration before progress), token, listed chunks
+    // on disk when announced, startNumber 1, static last, progress and size never going back.
+    let v = contract_violations(&rec, 1);
     assert!(v.is_empty(), "{v:#?}");
+    let startups = rec
+        .requests
+        .iter()
+        .filter(|r| r.query.contains("status=startup"))
+        .count();
+    assert_eq!(startups, 1, "PMS was told twice that the session started");
+    // The continuation's progress counted on from the lost worker's: PMS's final size is at
+    // least what it had heard before the kill plus the chunks written after it.
+    let after: u64 = std::fs::read_dir(&session)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("chunk-"))
+        .map(|e| e.metadata().unwrap())
+        .filter(|m| m.modified().unwrap() > killed_at)
+        .map(|m| m.len())
+        .sum();
+    let last = max_size(&rec);
+    assert!(
+        after > 0 && last >= size_before + after as f64 * 0.95,
+        "PMS heard {size_before} bytes before the kill and {last} at the end; {after} bytes of \
+         chunks were written after it"
+    );
     // The final MPD lists each segment once.
     let last = rec
         .requests
@@ -232,5 +304,85 @@ async fn session_completes_when_its_worker_is_killed_mid_job() {
         files.contains(&"chunk-stream0-00001.m4s".to_string())
             && files.contains(&"chunk-stream1-00005.m4s".to_string()),
         "the last MPD does not list the whole session: {files:?}"
+    );
+}
+
+/// `both` mode with no worker left: the only worker is SIGKILLed after segment 2, nothing can
+/// take the job over within the queue timeout, so the orchestrator fails it with the resume
+/// point and the shim carries the session on locally (the original transcoder, here the
+/// engine's `clusterplex-worker run`) from the first missing segment: every segment exactly
+/// once, the local run seeking to the end of segment 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_mode_continues_locally_when_no_worker_is_left() {
+    let mut cluster = Cluster::start(ClusterOpts {
+        workers: 1,
+        ..ClusterOpts::default()
+    })
+    .await;
+    let secs = 10.0;
+    let input = cluster.media_file(&clip(secs), "Fallback Movie (2026).mkv");
+    let session = cluster.session_dir("fallback1");
+    let base = plex_base("fallback1");
+    let install = Install::with_engine();
+    let pms = Pms::start(&session);
+    let args = plex_dash_args(&input, &base, 1, None, true);
+    let child = install
+        .shim(&cluster.url(), pms.port, &session, "both", &args)
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_file(
+            &session.join("chunk-stream0-00002.m4s"),
+            Duration::from_secs(30)
+        )
+        .await,
+        "no second segment\n{}",
+        cluster.log_tails()
+    );
+    let job = running_job(&cluster).await;
+    assert!(cluster.kill_worker(&job.worker_id), "{job:?}");
+    let done = finish(child, Duration::from_secs(90)).await;
+    assert_eq!(done.code, 0, "{}\n{}", done.stderr, cluster.log_tails());
+
+    // The local transcoder carried on from the first segment not written remotely.
+    let argv = install
+        .original_ran_with()
+        .unwrap_or_else(|| panic!("no local continuation\n{}", done.stderr));
+    let value = |opt: &str| {
+        argv.iter()
+            .position(|a| a == opt)
+            .map(|i| argv[i + 1].clone())
+    };
+    let next: u64 = value("-skip_to_segment").unwrap().parse().unwrap();
+    assert!(next >= 3, "resumed at segment {next}: {argv:?}");
+    let ss: f64 = value("-ss").unwrap().parse().unwrap();
+    assert!(
+        ((next - 1) as f64 * 2.0 - ss).abs() < 0.1,
+        "segment {next} resumed at {ss} s: {argv:?}"
+    );
+    assert!(
+        done.stderr.contains(&format!("resuming at segment {next}")),
+        "{}",
+        done.stderr
+    );
+
+    // Every segment exactly once, from 1 to the end of the clip.
+    let chunks = clusterplex_e2e::dash_chunks(&session);
+    for (r, nums) in &chunks {
+        assert_eq!(*nums, vec![1, 2, 3, 4, 5], "representation {r}: {chunks:?}");
+    }
+    assert_eq!(chunks.len(), 2, "{chunks:?}");
+    // The local part plays (with its own init segments) and reaches the end of the clip.
+    let tail: Vec<u64> = (next..=5).collect();
+    let video = joined_packet_times(&session, 0, &tail);
+    assert!(
+        (video.first().copied().unwrap_or(f64::NAN) - ss).abs() < 0.05,
+        "the local part starts at {:?}, not at {ss} s",
+        video.first()
+    );
+    assert!(
+        (video.last().copied().unwrap_or_default() - (secs - 0.04)).abs() < 0.05,
+        "the local part ends at {:?}",
+        video.last()
     );
 }

@@ -27,7 +27,7 @@ use std::{
 use clusterplex_core::{
     Capabilities, CapabilityNeeds, Job, Segmenting,
     load::Load,
-    placement::{self, Candidate, Strategy},
+    placement::{self, Candidate, CapableCache, PlacementIndex, Strategy},
     rpc::{self, Event, pb},
 };
 use tokio::sync::{Notify, mpsc};
@@ -38,6 +38,10 @@ use crate::metrics::{Metrics, WorkerGauges, WorkerLabels};
 /// How long the worker that last ran a session is remembered for affinity after the session's
 /// job ended (Plex kills the old transcoder before it starts the one for the seek).
 const SESSION_MEMORY: Duration = Duration::from_secs(60);
+
+/// How long a job being moved off a drained worker waits for that worker to confirm the
+/// cancel before it moves anyway.
+const DRAIN_CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Events to one submitter. Unbounded so the state lock never waits on a slow shim; a job's
 /// events are small and few (progress every interval, one per segment).
@@ -94,6 +98,12 @@ impl WorkerEntry {
         u32::try_from(self.jobs.len().saturating_sub(self.cancelling.len())).unwrap_or(u32::MAX)
     }
 
+    /// After its load, slots or draining changed: its gauges and the placement index follow.
+    fn load_changed(&self, index: &mut PlacementIndex) {
+        self.gauges.update(&self.load, self.score);
+        index.update(self);
+    }
+
     fn send_cancel(&self, job_id: &str, reason: &str) {
         let _ = self.tx.send(Ok(pb::OrchestratorMessage {
             msg: Some(pb::orchestrator_message::Msg::Cancel(pb::CancelJob {
@@ -104,11 +114,11 @@ impl WorkerEntry {
     }
 
     /// Cancels one of its jobs and frees the job's slot now.
-    fn cancel_job(&mut self, job_id: &str, reason: &str) {
+    fn cancel_job(&mut self, job_id: &str, reason: &str, index: &mut PlacementIndex) {
         self.send_cancel(job_id, reason);
         if self.jobs.contains(job_id) && self.cancelling.insert(job_id.to_string()) {
             placement::account_release(&mut self.load, self.max_jobs);
-            self.gauges.update(&self.load, self.score);
+            self.load_changed(index);
         }
     }
 }
@@ -158,6 +168,8 @@ struct JobEntry {
     prefer: Option<String>,
     /// Segments written so far on the first output: number -> (start, end) seconds.
     segments: BTreeMap<u64, (f64, f64)>,
+    /// The latest progress its worker reported: a continuation counts on from it.
+    last_progress: Option<pb::ProgressEvent>,
     /// Bumped each time the job is queued, so that an older queue timer does not fire on it.
     generation: u64,
     /// Set once the job lost its worker and was moved: its submitter does not see the move.
@@ -206,6 +218,13 @@ struct Inner {
     sessions: HashMap<String, String>,
     /// Plex session id -> the worker that last ran it, and when its job ended.
     recent_sessions: HashMap<String, (String, Instant)>,
+    /// Workers with a free slot in the strategy's order (kept in step with `workers`).
+    index: PlacementIndex,
+    /// Workers that cover each distinct set of needs (kept in step with `workers`).
+    capable: CapableCache,
+    /// Jobs being moved off a worker drained with `cancel_running` -> that worker. They move
+    /// once the worker confirms the cancel, so two workers never write the same segment.
+    moving: HashMap<String, String>,
 }
 
 /// What a new job submission carries.
@@ -233,7 +252,10 @@ pub struct Cluster {
 impl Cluster {
     pub fn new(cfg: ClusterConfig) -> Arc<Self> {
         Arc::new(Self {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                index: PlacementIndex::new(cfg.strategy),
+                ..Inner::default()
+            }),
             cfg,
             metrics: Metrics::new(),
             ids: AtomicU64::new(1),
@@ -303,6 +325,7 @@ impl Cluster {
                 session,
                 prefer,
                 segments: BTreeMap::new(),
+                last_progress: None,
                 generation: 0,
                 failover: None,
             },
@@ -326,7 +349,7 @@ impl Cluster {
                 JobState::Running { worker, .. } => {
                     let worker = worker.clone();
                     if let Some(w) = inner.workers.get_mut(&worker) {
-                        w.cancel_job(&old_id, &reason);
+                        w.cancel_job(&old_id, &reason, &mut inner.index);
                     }
                     inner
                         .recent_sessions
@@ -392,13 +415,22 @@ impl Cluster {
         let affinity = preferred.is_some();
         let chosen = match preferred {
             Some(w) => Some(w.id.clone()),
-            None => placement::select(
-                self.cfg.strategy,
-                inner.workers.values(),
-                &job.needs,
-                inner.rr_last.as_deref(),
-            )
-            .map(|w| w.id.clone()),
+            None => {
+                let capable = inner.capable.get(&job.needs, inner.workers.values());
+                let chosen = inner.index.select(capable, inner.rr_last.as_deref());
+                // The index must choose what a pass over every worker would.
+                debug_assert_eq!(
+                    chosen.as_deref(),
+                    placement::select(
+                        self.cfg.strategy,
+                        inner.workers.values(),
+                        &job.needs,
+                        inner.rr_last.as_deref(),
+                    )
+                    .map(|w| w.id.as_str())
+                );
+                chosen.map(|id| id.to_string())
+            }
         };
         self.metrics
             .placement_seconds
@@ -408,6 +440,7 @@ impl Cluster {
             workers,
             jobs,
             rr_last,
+            index,
             ..
         } = inner;
         let (Some(w), Some(job)) = (workers.get_mut(&wid), jobs.get_mut(job_id)) else {
@@ -425,7 +458,7 @@ impl Cluster {
         }
         placement::account_assignment(&mut w.load, w.max_jobs);
         w.jobs.insert(job_id.to_string());
-        w.gauges.update(&w.load, w.score);
+        w.load_changed(index);
         if !affinity {
             *rr_last = Some(wid.clone());
         }
@@ -567,14 +600,15 @@ impl Cluster {
 
     /// The submitter went away (dropped its call): cancel the job wherever it is.
     pub fn poster_gone(&self, job_id: &str) {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let Some(job) = inner.jobs.get(job_id) else {
             return;
         };
         if let JobState::Running { worker, .. } = &job.state {
             let worker = worker.clone();
             if let Some(w) = inner.workers.get_mut(&worker) {
-                w.cancel_job(job_id, "the submitter disconnected");
+                w.cancel_job(job_id, "the submitter disconnected", &mut inner.index);
             }
         } else {
             inner.queue.retain(|j| j != job_id);
@@ -582,14 +616,14 @@ impl Cluster {
         }
         tracing::info!(job = job_id, "submitter disconnected; job cancelled");
         self.finish_locked(
-            &mut inner,
+            inner,
             job_id,
             Event::Cancelled(pb::Cancelled {
                 reason: "submitter disconnected".into(),
             }),
         );
         // Its slot counts as free now.
-        self.drain_queue_locked(&mut inner);
+        self.drain_queue_locked(inner);
     }
 
     // --------------------------------------------------------------------------- workers
@@ -605,7 +639,11 @@ impl Cluster {
         let still_running: BTreeSet<String> = reg.running_job_ids.iter().cloned().collect();
         let mut kept = BTreeSet::new();
         let mut lost = Vec::new();
+        let mut draining = false;
         if let Some(old) = inner.workers.remove(&reg.worker_id) {
+            inner.index.remove(&old.id);
+            // A drained worker stays drained when it reconnects.
+            draining = old.draining;
             // Same id again (reconnect): keep the jobs it still runs, move the ones it lost.
             tracing::info!(
                 worker = reg.worker_id,
@@ -653,7 +691,7 @@ impl Cluster {
             },
             max_jobs: reg.max_jobs.max(1),
             load,
-            draining: false,
+            draining,
             tx,
             session,
             jobs: kept,
@@ -663,7 +701,9 @@ impl Cluster {
             labels,
         };
         self.metrics.workers_active.inc();
-        entry.gauges.update(&entry.load, entry.score);
+        entry.load_changed(&mut inner.index);
+        // New, or back with maybe other capabilities.
+        inner.capable.worker_changed(&entry);
         inner.workers.insert(entry.id.clone(), entry);
         for j in lost {
             self.failover_locked(&mut inner, &j, &reg.worker_id, "the worker restarted");
@@ -677,18 +717,6 @@ impl Cluster {
         self.metrics.worker_load_tasks.remove(&w.labels);
         self.metrics.worker_load_rank.remove(&w.labels);
         self.metrics.workers_active.dec();
-    }
-
-    fn fail_lost_job_locked(&self, inner: &mut Inner, job_id: &str, worker: &str, why: &str) {
-        let on_worker = matches!(inner.jobs.get(job_id), Some(j) if matches!(&j.state, JobState::Running { worker: w, .. } if w == worker));
-        if on_worker {
-            let reason = format!("worker {worker} lost: {why}");
-            self.finish_locked(
-                inner,
-                job_id,
-                rpc::failed(pb::FailureCode::WorkerLost, reason, true),
-            );
-        }
     }
 
     /// Job `job_id` lost its worker: place it elsewhere, from the first unwritten segment when
@@ -713,10 +741,15 @@ impl Cluster {
         let resume = job.resume_point();
         let continuation = match resume {
             Some((next, elapsed)) => match original.resume_at(next, elapsed) {
-                Ok(c) => match rpc::encode_json(&c) {
-                    Ok(json) => Some((json, (next, elapsed))),
-                    Err(_) => None,
-                },
+                Ok(mut c) => {
+                    // Its progress counts on from what the submitter (and PMS) last saw.
+                    if let (Some(p), Some(cont)) = (&job.last_progress, c.continuation.as_mut()) {
+                        (cont.frames, cont.bytes, cont.out_time) = (p.frames, p.bytes, p.out_time);
+                    }
+                    rpc::encode_json(&c)
+                        .ok()
+                        .map(|json| (json, (next, elapsed)))
+                }
                 // One-file outputs cannot carry on: restart from the start.
                 Err(_) => None,
             },
@@ -744,6 +777,11 @@ impl Cluster {
         let Some(w) = inner.workers.remove(worker_id) else {
             return;
         };
+        inner.index.remove(worker_id);
+        inner.capable.worker_removed(worker_id);
+        for j in &w.jobs {
+            inner.moving.remove(j);
+        }
         tracing::warn!(
             worker = worker_id,
             name = w.name,
@@ -769,8 +807,14 @@ impl Cluster {
     }
 
     /// A message from a worker's stream.
-    pub fn worker_message(&self, worker_id: &str, session: u64, msg: pb::worker_message::Msg) {
-        let mut inner = self.lock();
+    pub fn worker_message(
+        self: &Arc<Self>,
+        worker_id: &str,
+        session: u64,
+        msg: pb::worker_message::Msg,
+    ) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let Some(w) = inner
             .workers
             .get_mut(worker_id)
@@ -792,7 +836,7 @@ impl Cluster {
                 // The orchestrator's own count is authoritative (it includes assignments the
                 // worker has not seen yet).
                 w.load.running_jobs = w.busy();
-                w.gauges.update(&w.load, w.score);
+                w.load_changed(&mut inner.index);
             }
             pb::worker_message::Msg::JobEvent(ev) => {
                 let Some(event) = ev.event else { return };
@@ -800,13 +844,17 @@ impl Cluster {
                 if rpc::is_terminal(&event) {
                     if w.jobs.remove(&job_id) && !w.cancelling.remove(&job_id) {
                         placement::account_release(&mut w.load, w.max_jobs);
-                        w.gauges.update(&w.load, w.score);
+                        w.load_changed(&mut inner.index);
                     }
                     let ours = matches!(inner.jobs.get(&job_id), Some(j) if matches!(&j.state, JobState::Running { worker, .. } if worker == worker_id));
-                    if ours {
-                        self.finish_locked(&mut inner, &job_id, event);
+                    let moving = inner.moving.remove(&job_id).is_some_and(|w| w == worker_id);
+                    if ours && moving && matches!(event, Event::Cancelled(_)) {
+                        // Drained with cancel: the worker stopped it; carry on elsewhere.
+                        self.failover_locked(inner, &job_id, worker_id, "drained");
+                    } else if ours {
+                        self.finish_locked(inner, &job_id, event);
                     }
-                    self.drain_queue_locked(&mut inner);
+                    self.drain_queue_locked(inner);
                 } else if let Some(job) = inner.jobs.get_mut(&job_id) {
                     let ours = matches!(&job.state, JobState::Running { worker, .. } if worker == worker_id);
                     if !ours {
@@ -821,6 +869,7 @@ impl Cluster {
                         Event::Segment(s) if s.output == 0 => {
                             job.segments.insert(s.number, (s.start, s.end));
                         }
+                        Event::Progress(p) => job.last_progress = Some(*p),
                         _ => {}
                     }
                     let _ = job.tx.send(Ok(rpc::job_event(&job_id, event)));
@@ -829,13 +878,20 @@ impl Cluster {
         }
     }
 
-    /// Stops placing jobs on a worker. Returns `(found, running jobs)`.
-    pub fn drain(&self, worker_id: &str, cancel_running: bool) -> (bool, u32) {
-        let mut inner = self.lock();
+    /// Stops placing jobs on a worker. Returns `(found, running jobs)`. Its running jobs finish
+    /// there, or with `cancel_running` they are cancelled on it and moved to other workers like
+    /// a failover (segmented ones carry on from the first segment not yet written), invisibly
+    /// to their submitters. A job moves once the worker confirms its cancel (the engine stops
+    /// within 200 ms), or after [`DRAIN_CONFIRM_TIMEOUT`] if it does not.
+    pub fn drain(self: &Arc<Self>, worker_id: &str, cancel_running: bool) -> (bool, u32) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let Some(w) = inner.workers.get_mut(worker_id) else {
             return (false, 0);
         };
         w.draining = true;
+        w.load_changed(&mut inner.index);
+        inner.capable.worker_changed(&*w);
         let _ = w.tx.send(Ok(pb::OrchestratorMessage {
             msg: Some(pb::orchestrator_message::Msg::Drain(pb::Drain {})),
         }));
@@ -845,15 +901,38 @@ impl Cluster {
             .filter(|j| !w.cancelling.contains(*j))
             .cloned()
             .collect();
+        tracing::info!(
+            worker = worker_id,
+            jobs = jobs.len(),
+            cancel_running,
+            "draining"
+        );
         if cancel_running {
             for j in &jobs {
-                w.cancel_job(j, "worker drained");
-            }
-            for j in &jobs {
-                self.fail_lost_job_locked(&mut inner, j, worker_id, "drained");
+                w.cancel_job(
+                    j,
+                    "worker drained; the job moves to another worker",
+                    &mut inner.index,
+                );
+                inner.moving.insert(j.clone(), worker_id.to_string());
+                let me = Arc::clone(self);
+                let (jid, wid) = (j.clone(), worker_id.to_string());
+                tokio::spawn(async move {
+                    tokio::time::sleep(DRAIN_CONFIRM_TIMEOUT).await;
+                    me.move_drained_job(&jid, &wid, "drained; the cancel was not confirmed");
+                });
             }
         }
         (true, u32::try_from(jobs.len()).unwrap_or(u32::MAX))
+    }
+
+    /// Moves a job off the drained worker `worker_id` if it is still waiting to move.
+    fn move_drained_job(self: &Arc<Self>, job_id: &str, worker_id: &str, why: &str) {
+        let mut inner = self.lock();
+        if inner.moving.get(job_id).is_some_and(|w| w == worker_id) {
+            inner.moving.remove(job_id);
+            self.failover_locked(&mut inner, job_id, worker_id, why);
+        }
     }
 
     pub fn list_workers(&self) -> Vec<pb::WorkerInfo> {
@@ -909,6 +988,8 @@ impl Cluster {
     pub fn disconnect_workers(&self) {
         let mut inner = self.lock();
         let workers = std::mem::take(&mut inner.workers);
+        inner.index = PlacementIndex::new(self.cfg.strategy);
+        inner.capable.clear();
         for (_, w) in workers {
             let _ = w.tx.send(Err(Status::unavailable(
                 "the orchestrator is shutting down",
@@ -967,11 +1048,12 @@ impl Cluster {
             })
             .collect();
         for (id, worker) in left {
+            let inner = &mut *inner;
             if let Some(w) = worker.and_then(|w| inner.workers.get_mut(&w)) {
-                w.cancel_job(&id, "orchestrator shutdown");
+                w.cancel_job(&id, "orchestrator shutdown", &mut inner.index);
             }
             self.finish_locked(
-                &mut inner,
+                inner,
                 &id,
                 rpc::failed(
                     pb::FailureCode::Shutdown,
@@ -1025,6 +1107,7 @@ mod tests {
             session: None,
             prefer: None,
             segments: BTreeMap::new(),
+            last_progress: None,
             generation: 0,
             failover: None,
         }
@@ -1185,3 +1268,7 @@ mod tests {
         assert!(rx.try_recv().is_err());
     }
 }
+
+/// Drain, and the placement index and capable-worker cache kept in step with the workers.
+#[cfg(test)]
+mod placement_tests;

@@ -71,11 +71,7 @@ async fn three_workers_failover_cancel_auth_and_metrics() {
     let mut ev = submit(&mut c, &transcode_job(&short, &media, "out1.mp4", false)).await;
     let acc = accepted(&mut ev).await;
     assert!(acc.worker_id.starts_with('w') && acc.worker_name == format!("node-{}", acc.worker_id));
-    let end = until(&mut ev, 60, rpc::is_terminal).await;
-    assert!(
-        matches!(end, Event::Finished(ref f) if f.exit_status == 0),
-        "{end:?}"
-    );
+    finished(&mut ev, 60).await;
     assert_eq!(frames(&media.join("out1.mp4")), 50);
 
     // 2. SIGKILL the worker running a slow one-file job: the orchestrator notices (its stream
@@ -94,12 +90,7 @@ async fn three_workers_failover_cancel_auth_and_metrics() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let moved_to = loop {
         assert!(Instant::now() < deadline, "the job was not moved");
-        let jobs = c
-            .list_jobs(pb::ListJobsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .jobs;
+        let jobs = list_jobs(&mut c).await;
         assert_eq!(jobs.len(), 1, "{jobs:?}");
         if jobs[0].state == "running" && jobs[0].worker_id != victim {
             break jobs[0].worker_id.clone();
@@ -115,14 +106,9 @@ async fn three_workers_failover_cancel_auth_and_metrics() {
     drop(ev);
     // Later jobs go elsewhere.
     for n in 0..2 {
-        let mut ev = submit(
-            &mut c,
-            &transcode_job(&short, &media, &format!("after{n}.mp4"), false),
-        )
-        .await;
-        let acc = accepted(&mut ev).await;
+        let job = transcode_job(&short, &media, &format!("after{n}.mp4"), false);
+        let (acc, end) = run_job(&mut c, &job, 60).await;
         assert_ne!(acc.worker_id, victim);
-        let end = until(&mut ev, 60, rpc::is_terminal).await;
         assert!(matches!(end, Event::Finished(_)), "{end:?}");
     }
 
@@ -131,25 +117,7 @@ async fn three_workers_failover_cancel_auth_and_metrics() {
     let acc = accepted(&mut ev).await;
     until(&mut ev, 10, |e| matches!(e, Event::Progress(_))).await;
     drop(ev);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ws = c
-            .list_workers(pb::ListWorkersRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .workers;
-        let w = ws.iter().find(|w| w.id == acc.worker_id).unwrap();
-        if w.job_ids.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job still running on {} after cancel",
-            acc.worker_id
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_worker_idle(&mut c, &acc.worker_id).await;
     let size = std::fs::metadata(media.join("slow2.mp4"))
         .map(|m| m.len())
         .unwrap_or(0);
@@ -167,11 +135,7 @@ async fn three_workers_failover_cancel_auth_and_metrics() {
         rpc::submit_request(&transcode_job(&short, &media, "x.mp4", false), "p2", "h").unwrap();
     req.needs_json = br#"{"encoders":["h264_nvmpi"]}"#.to_vec();
     let mut ev = c.submit(req).await.unwrap().into_inner();
-    let end = until(&mut ev, 10, rpc::is_terminal).await;
-    let Event::Failed(f) = end else {
-        panic!("{end:?}")
-    };
-    assert_eq!(f.code, pb::FailureCode::NoWorker as i32);
+    let f = failed(&mut ev, 10, pb::FailureCode::NoWorker).await;
     assert!(!f.retryable);
     assert!(f.reason.contains("encoder:h264_nvmpi"), "{}", f.reason);
 
@@ -181,11 +145,7 @@ async fn three_workers_failover_cancel_auth_and_metrics() {
         &transcode_job(Path::new("/etc/hostname"), &media, "x.mp4", false),
     )
     .await;
-    let end = until(&mut ev, 10, rpc::is_terminal).await;
-    let Event::Failed(f) = end else {
-        panic!("{end:?}")
-    };
-    assert_eq!(f.code, pb::FailureCode::Refused as i32);
+    let f = failed(&mut ev, 10, pb::FailureCode::Refused).await;
     assert!(f.reason.contains("MEDIA_ROOTS"), "{}", f.reason);
 
     // 6. /metrics counted all of it.

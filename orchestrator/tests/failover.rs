@@ -3,82 +3,14 @@
 
 mod common;
 
-use std::{collections::BTreeSet, path::Path, time::Duration};
+use std::time::Duration;
 
 use clusterplex_core::{
-    ByStream, CodecChoice, Input, Job, Output, Segmenting, StreamSettings, StreamSpecifier,
+    Job,
     rpc::{self, Event, pb},
 };
 use common::*;
 use tokio_stream::StreamExt;
-
-fn dash_job(input: &Path, dir: &Path) -> Job {
-    let mut i = Input::new(input.to_str().unwrap());
-    i.realtime = true;
-    let mut o = Output::new(dir.join("session.mpd").to_str().unwrap(), Some("dash"));
-    o.segmenting = Some(Segmenting::Dash {
-        seg_duration: 1.0,
-        start_number: 1,
-        init_seg_name: None,
-        media_seg_name: None,
-        manifest_target: None,
-        window_size: None,
-        use_template: None,
-        use_timeline: None,
-        single_file: false,
-        time_delta: None,
-        delete_removed: Some(false),
-        break_non_keyframes: false,
-    });
-    o.streams.push(ByStream::new(
-        StreamSpecifier::all(),
-        StreamSettings {
-            codec: Some(CodecChoice::Encoder("libx264".into())),
-            preset: Some("ultrafast".into()),
-            ..Default::default()
-        },
-    ));
-    Job {
-        inputs: vec![i],
-        outputs: vec![o],
-        working_dir: Some(dir.to_path_buf()),
-        ..Default::default()
-    }
-}
-
-/// Media segment numbers on disk (`chunk-stream0-00003.m4s` -> 3).
-fn segments_on_disk(dir: &Path) -> Vec<u64> {
-    let mut v: Vec<u64> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.ok()?.file_name().into_string().ok()?;
-            let n = name.strip_prefix("chunk-stream0-")?.strip_suffix(".m4s")?;
-            n.parse().ok()
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-/// Reads events until a terminal one; returns them all.
-async fn all_events(ev: &mut Events, secs: u64) -> Vec<Event> {
-    let mut out = Vec::new();
-    let fut = async {
-        while let Some(m) = ev.next().await {
-            let e = m.unwrap().event.unwrap();
-            let end = rpc::is_terminal(&e);
-            out.push(e);
-            if end {
-                return;
-            }
-        }
-        panic!("stream ended without a terminal event");
-    };
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .expect("no terminal event");
-    out
-}
 
 /// Submits the DASH job, waits for its worker to announce segment 2, SIGKILLs that worker.
 /// Returns the events seen before the kill and the victim's id.
@@ -138,36 +70,9 @@ async fn a_killed_worker_s_dash_session_resumes_elsewhere_without_gaps_or_duplic
     let after = all_events(&mut ev, 90).await;
 
     // The submitter saw one acceptance, one start, and one Finished; nothing of the move.
-    let all: Vec<&Event> = before.iter().chain(after.iter()).collect();
-    let count = |f: fn(&Event) -> bool| all.iter().filter(|e| f(e)).count();
-    assert_eq!(count(|e| matches!(e, Event::Accepted(_))), 1, "{all:#?}");
-    assert_eq!(count(|e| matches!(e, Event::Started(_))), 1, "{all:#?}");
-    assert_eq!(count(rpc::is_terminal), 1);
-    let Some(Event::Finished(fin)) = after.last() else {
-        panic!("{after:#?}")
-    };
-    assert_eq!(fin.exit_status, 0);
-    // Every segment was announced exactly once, numbered without a gap from 1.
-    let announced: Vec<u64> = all
-        .iter()
-        .filter_map(|e| match e {
-            Event::Segment(s) if s.output == 0 => Some(s.number),
-            _ => None,
-        })
-        .collect();
-    let unique: BTreeSet<u64> = announced.iter().copied().collect();
-    assert_eq!(
-        unique.len(),
-        announced.len(),
-        "announced twice: {announced:?}"
-    );
-    let expected: Vec<u64> = (1..=announced.len() as u64).collect();
-    assert_eq!(unique.into_iter().collect::<Vec<_>>(), expected);
-    // 8 s at 1 s segments: the whole clip is covered.
-    assert!(announced.len() >= 7, "{announced:?}");
-    assert_eq!(fin.segments, expected, "Finished lists the whole session");
-    // On disk: each number exactly once (one file per number), the same set.
-    assert_eq!(segments_on_disk(&out), expected);
+    // 8 s at 1 s segments: the whole clip is covered, each segment once, on disk too.
+    let all: Vec<Event> = before.into_iter().chain(after).collect();
+    assert_whole_dash_session(&all, &out, 7);
     // The continuation ran on the survivor, and the move was counted.
     let survivor = &workers[0].0;
     assert_ne!(survivor, &victim);

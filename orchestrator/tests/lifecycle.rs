@@ -12,22 +12,6 @@ use clusterplex_core::rpc::{self, Event, WorkerServiceClient, pb};
 use common::*;
 use tokio_stream::StreamExt;
 
-/// Reads events until a terminal one (returned).
-async fn terminal(ev: &mut Events, secs: u64) -> Event {
-    let fut = async {
-        while let Some(m) = ev.next().await {
-            let e = m.unwrap().event.unwrap();
-            if rpc::is_terminal(&e) {
-                return e;
-            }
-        }
-        panic!("stream ended without a terminal event");
-    };
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .expect("no terminal event")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_the_running_job_refuses_new_ones_and_exits_0() {
     let tmp = tempfile::tempdir().unwrap();
@@ -90,11 +74,11 @@ async fn sigterm_drains_the_running_job_refuses_new_ones_and_exits_0() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drained_worker_gets_no_new_jobs_and_cancel_stops_its_running_job() {
+async fn plain_drain_lets_running_jobs_finish_and_sends_new_ones_elsewhere() {
     let tmp = tempfile::tempdir().unwrap();
     let media = tmp.path().canonicalize().unwrap();
     let short = make_clip(&media, "short.mp4", 1);
-    let long = make_clip(&media, "long.mp4", 30);
+    let clip = make_clip(&media, "clip.mp4", 3);
     let (port, http) = (free_port(), free_port());
     let _orch = orchestrator(port, http, &[("QUEUE_TIMEOUT_MS", "1000")]);
     let _w = [
@@ -104,81 +88,39 @@ async fn a_drained_worker_gets_no_new_jobs_and_cancel_stops_its_running_job() {
     let mut c = client(port, TOKEN).await;
     wait_workers(&mut c, 2).await;
 
-    let mut slow = submit(&mut c, &transcode_job(&long, &media, "slow.mp4", true)).await;
-    let acc = accepted(&mut slow).await;
-    until(&mut slow, 20, |e| matches!(e, Event::Progress(_))).await;
-    let busy = acc.worker_id.clone();
-    let idle = if busy == "d1" { "d2" } else { "d1" };
+    let mut running = submit(&mut c, &transcode_job(&clip, &media, "kept.mp4", true)).await;
+    let busy = accepted(&mut running).await.worker_id;
+    until(&mut running, 20, |e| matches!(e, Event::Progress(_))).await;
+    let other = if busy == "d1" { "d2" } else { "d1" };
 
-    // Drain the idle worker: new jobs all go to the busy one (its second slot), not to it.
-    let r = c
-        .drain_worker(pb::DrainWorkerRequest {
-            worker_id: idle.into(),
-            cancel_running: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    // Drain the busy worker: it keeps its job, takes no new one (though it has a free slot).
+    let r = drain(&mut c, &busy, false).await;
     assert!(r.found);
-    assert_eq!(r.running_jobs, 0);
-    let ws = c
-        .list_workers(pb::ListWorkersRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .workers;
-    let w = ws.iter().find(|w| w.id == idle).unwrap();
+    assert_eq!(r.running_jobs, 1);
+    let w = worker_info(&mut c, &busy).await;
     assert_eq!(w.state, pb::WorkerState::Draining as i32);
-    for n in 0..3 {
-        let mut ev = submit(
-            &mut c,
-            &transcode_job(&short, &media, &format!("s{n}.mp4"), false),
-        )
-        .await;
-        let a = accepted(&mut ev).await;
-        assert_eq!(a.worker_id, busy, "job {n} went to the drained worker");
-        let end = until(&mut ev, 60, rpc::is_terminal).await;
+    assert_eq!(w.job_ids.len(), 1);
+    for n in 0..2 {
+        let job = transcode_job(&short, &media, &format!("s{n}.mp4"), false);
+        let (a, end) = run_job(&mut c, &job, 60).await;
+        assert_eq!(a.worker_id, other, "job {n} went to the drained worker");
         assert!(matches!(end, Event::Finished(_)), "{end:?}");
     }
-
-    // Drain the busy one with cancel: its job ends for the submitter and stops on the worker.
-    let r = c
-        .drain_worker(pb::DrainWorkerRequest {
-            worker_id: busy.clone(),
-            cancel_running: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.running_jobs, 1);
-    let end = terminal(&mut slow, 10).await;
-    let Event::Failed(f) = end else {
-        panic!("{end:?}")
-    };
-    assert_eq!(f.code, pb::FailureCode::WorkerLost as i32);
-    assert!(f.reason.contains("drained"), "{}", f.reason);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ws = c
-            .list_workers(pb::ListWorkersRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .workers;
-        if ws.iter().find(|w| w.id == busy).unwrap().job_ids.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the job still runs on {busy}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Nobody accepts work now: a new job waits, then fails with NO_WORKER.
-    let mut ev = submit(&mut c, &transcode_job(&short, &media, "none.mp4", false)).await;
-    let end = terminal(&mut ev, 20).await;
-    assert!(
-        matches!(&end, Event::Failed(f) if f.code == pb::FailureCode::NoWorker as i32
-            && f.reason.contains("draining")),
-        "{end:?}"
+    // The running job finishes there, completely.
+    finished(&mut running, 60).await;
+    assert_eq!(frames(&media.join("kept.mp4")), 75);
+    wait_worker_idle(&mut c, &busy).await;
+    assert_eq!(
+        worker_info(&mut c, &busy).await.state,
+        pb::WorkerState::Draining as i32
     );
+
+    // Nobody accepts work now: a new job waits, then fails with NO_WORKER.
+    assert_eq!(drain(&mut c, other, false).await.running_jobs, 0);
+    let mut ev = submit(&mut c, &transcode_job(&short, &media, "none.mp4", false)).await;
+    let f = failed(&mut ev, 20, pb::FailureCode::NoWorker).await;
+    assert!(f.reason.contains("draining"), "{}", f.reason);
+    assert!(!media.join("none.mp4").exists());
     // Unknown workers are reported as such.
     let e = c
         .drain_worker(pb::DrainWorkerRequest {
@@ -188,6 +130,65 @@ async fn a_drained_worker_gets_no_new_jobs_and_cancel_stops_its_running_job() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
+    let m = http_get(http, "/metrics").await;
+    assert_eq!(metric(&m, "jobs_succeeded"), 3.0);
+    assert_eq!(metric(&m, "jobs_failed_over"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_with_cancel_moves_running_jobs_to_another_worker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let media = tmp.path().canonicalize().unwrap();
+    let dash_clip = make_clip(&media, "dash.mp4", 6);
+    let clip = make_clip(&media, "clip.mp4", 6);
+    let out = media.join("session");
+    std::fs::create_dir(&out).unwrap();
+    let (port, http) = (free_port(), free_port());
+    let _orch = orchestrator(port, http, &[("QUEUE_TIMEOUT_MS", "20000")]);
+    let mut c = client(port, TOKEN).await;
+    // Both jobs start on the only worker; a second worker joins before the drain.
+    let _a = worker_with(port, "m1", &media, &[("MAX_JOBS", "2")]);
+    wait_workers(&mut c, 1).await;
+    let mut dash = submit(&mut c, &dash_job(&dash_clip, &out)).await;
+    let mut single = submit(&mut c, &transcode_job(&clip, &media, "single.mp4", true)).await;
+    assert_eq!(accepted(&mut single).await.worker_id, "m1");
+    let _b = worker_with(port, "m2", &media, &[("MAX_JOBS", "2")]);
+    wait_workers(&mut c, 2).await;
+    let mut seen = Vec::new();
+    loop {
+        let e = until(&mut dash, 30, |_| true).await;
+        let stop = matches!(&e, Event::Segment(s) if s.number >= 2);
+        seen.push(e);
+        if stop {
+            break;
+        }
+    }
+
+    let r = drain(&mut c, "m1", true).await;
+    assert_eq!(r.running_jobs, 2);
+    // Both carry on on m2, invisibly to their submitters; m1 stopped them.
+    seen.extend(all_events(&mut dash, 60).await);
+    assert!(
+        matches!(&seen[0], Event::Accepted(a) if a.worker_id == "m1"),
+        "{seen:#?}"
+    );
+    assert_whole_dash_session(&seen, &out, 5);
+    // The one-file job restarted from the start there: the whole clip, once.
+    finished(&mut single, 60).await;
+    assert_eq!(frames(&media.join("single.mp4")), 150);
+    wait_worker_idle(&mut c, "m1").await;
+    let m = http_get(http, "/metrics").await;
+    assert_eq!(metric(&m, "jobs_failed_over"), 2.0);
+    assert_eq!(metric(&m, "jobs_succeeded"), 2.0);
+    assert_eq!(metric(&m, "jobs_failed"), 0.0);
+    // m1 stays drained: a new job goes to m2.
+    let (a, _) = run_job(
+        &mut c,
+        &transcode_job(&clip, &media, "after.mp4", false),
+        60,
+    )
+    .await;
+    assert_eq!(a.worker_id, "m2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use clusterplex_core::rpc::{self, Event, pb};
+use clusterplex_core::rpc::{self, Event};
 use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,29 +42,13 @@ async fn a_seek_cancels_the_old_job_and_keeps_the_session_on_its_worker() {
     assert_eq!(b.worker_id, home, "the seek left the session's worker");
     until(&mut second, 20, |e| matches!(e, Event::Progress(_))).await;
     // The old job really stopped: only the new one is left on the worker.
-    let jobs = c
-        .list_jobs(pb::ListJobsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .jobs;
+    let jobs = list_jobs(&mut c).await;
     assert_eq!(jobs.len(), 1);
     let new_id = jobs[0].job_id.clone();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let ws = c
-            .list_workers(pb::ListWorkersRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .workers;
-        let w = ws.iter().find(|w| w.id == home).unwrap();
-        if w.job_ids == [new_id.clone()] {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{:?}", w.job_ids);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_worker(&mut c, &home, "the old job still runs", |w| {
+        w.job_ids == [new_id.clone()]
+    })
+    .await;
 
     // Plex usually kills the old transcoder first: the session's worker is remembered.
     drop(second);

@@ -391,6 +391,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Progress is forwarded at least this often: below the engine's (and Plex's) 0.5 s period,
+/// so every progress event the engine emits reaches the orchestrator.
+const PROGRESS_FORWARD_MIN: Duration = Duration::from_millis(400);
+
+/// A continuation's progress counts on from the session's (frames and bytes added to what
+/// the lost transcoder had reported) and never reports an output time behind it, so PMS and
+/// the submitter see one job's progress across a failover.
+pub fn continue_progress(p: &mut clusterplex_core::Progress, c: &clusterplex_core::Continuation) {
+    p.frames += c.frames;
+    p.bytes += c.bytes;
+    p.out_time = p.out_time.max(c.out_time);
+}
+
 /// Checks and starts one assigned job on a blocking thread.
 fn start_job(
     cfg: &AgentConfig,
@@ -451,13 +464,20 @@ fn start_job(
                 .clone()
                 .or_else(|| std::env::var("X_PLEX_TOKEN").ok().filter(|t| !t.is_empty()));
             let reporter = crate::plex::PlexReporter::new(&job, token);
-            let mut on_event = |ev: JobEvent| {
+            // Progress at most once per STAT_CPU_INTERVAL, but every engine report (0.5 s, as
+            // often as PMS gets it) when that interval is longer: a continuation after a
+            // failover counts on from the last progress the orchestrator saw, which must not be
+            // behind what PMS saw. Segments and the rest always.
+            let progress_every = interval.min(PROGRESS_FORWARD_MIN);
+            let mut on_event = |mut ev: JobEvent| {
+                if let (JobEvent::Progress(p), Some(c)) = (&mut ev, &job.continuation) {
+                    continue_progress(p, c);
+                }
                 if let Some(r) = &reporter {
                     r.on_event(&ev);
                 }
                 if let JobEvent::Progress(_) = ev {
-                    // Progress at most once per STAT_CPU_INTERVAL; segments and the rest always.
-                    if last_progress.is_some_and(|t| t.elapsed() < interval) {
+                    if last_progress.is_some_and(|t| t.elapsed() < progress_every) {
                         return;
                     }
                     last_progress = Some(Instant::now());

@@ -149,6 +149,9 @@ pub struct PlexReporter {
     log_threshold: Option<LogLevel>,
     config: ReporterConfig,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The session was announced to PMS (`status=startup`, streams, duration, size) by an
+    /// earlier transcoder: this job continues it after a failover.
+    announced: bool,
 }
 
 impl PlexReporter {
@@ -211,8 +214,13 @@ impl PlexReporter {
             progress_url,
             config,
             thread: Some(thread),
+            announced: job.continuation.is_some(),
         };
-        if let Some(base) = &reporter.progress_url {
+        if let Some(base) = reporter
+            .progress_url
+            .as_ref()
+            .filter(|_| !reporter.announced)
+        {
             reporter.send(Msg::Put(with_query(
                 base,
                 "",
@@ -239,7 +247,9 @@ impl PlexReporter {
                 if let Ok(mut d) = self.shared.duration.lock() {
                     *d = *duration;
                 }
-                let Some(base) = &self.progress_url else {
+                // A continuation (failover): PMS already heard all this from the transcoder
+                // that started the session.
+                let Some(base) = self.progress_url.as_ref().filter(|_| !self.announced) else {
                     return;
                 };
                 // Plex's transcoder announces every input audio/video stream, then details each

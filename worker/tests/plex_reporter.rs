@@ -670,3 +670,66 @@ async fn input_streams_become_stream_and_stream_detail_puts_before_duration() {
     assert_eq!(d[1].param("language"), Some("eng"));
     assert!(rec.requests.iter().all(|r| r.method == "PUT"));
 }
+
+/// A continuation (the job moved to this worker after its first worker died) does not
+/// announce the session to PMS again, and its progress counts on from what the lost worker
+/// had reported (`continue_progress`, as the agent applies it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continuation_is_not_announced_again_and_its_progress_counts_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let pms = PmsContract::start_local(Config {
+        token: Some(TOKEN.into()),
+        session_dir: Some(dir.path().into()),
+        throttle: false,
+    })
+    .await
+    .unwrap();
+    let base = pms.session_base("kc1", "0b7c1e2a-1111-4222-8333-444455556677");
+    let mut job = dash_job(&base, dir.path(), 1).resume_at(3, 10.0).unwrap();
+    let before = clusterplex_core::Continuation {
+        elapsed: 10.0,
+        frames: 250,
+        bytes: 4200,
+        out_time: 11.5,
+    };
+    job.continuation = Some(before.clone());
+    let reporter = PlexReporter::new(&job, Some(TOKEN.into())).expect("a reporter");
+    reporter.on_event(&JobEvent::Started {
+        duration: Some(40.0),
+        video_size: Some((320, 180)),
+        input_streams: Vec::new(),
+    });
+    let mut p = Progress {
+        frames: 10,
+        fps: 25.0,
+        out_time: 10.4,
+        speed: 1.0,
+        bytes: 100,
+        duration: Some(40.0),
+    };
+    clusterplex_worker::agent::continue_progress(&mut p, &before);
+    assert_eq!((p.frames, p.bytes, p.out_time), (260, 4300, 11.5));
+    reporter.on_event(&JobEvent::Progress(p));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    reporter.finish(true).await;
+    let rec = pms.shutdown().await;
+    for kind in [Kind::Startup, Kind::Duration] {
+        assert!(
+            rec.of(kind).is_empty(),
+            "{kind:?} sent again: {:#?}",
+            rec.requests
+        );
+    }
+    assert!(
+        !rec.requests.iter().any(|r| r.path.ends_with("/stream")),
+        "{:#?}",
+        rec.requests
+    );
+    let sizes: Vec<f64> = rec
+        .of(Kind::Progress)
+        .iter()
+        .filter_map(|r| r.num("size"))
+        .collect();
+    assert_eq!(sizes.first(), Some(&4300.0), "{sizes:?}");
+    assert!(rec.check_progress_monotonic().is_empty());
+}

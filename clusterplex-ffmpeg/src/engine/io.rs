@@ -21,6 +21,8 @@ use std::{
 
 use ffmpeg_next::ffi as sys;
 
+use super::mp4;
+
 /// The hidden DASH media template handed to libav; renamed to the user's template.
 pub const DASH_HIDDEN_MEDIA: &str = "cpxtmp-$RepresentationID$-$Number%05d$.$ext$";
 const DASH_HIDDEN_PREFIX: &str = "cpxtmp-";
@@ -92,8 +94,19 @@ pub enum IoEvent {
 }
 
 enum OpenFile {
-    Manifest { rule: usize, path: String },
-    Media { path: String, segment: bool },
+    Manifest {
+        rule: usize,
+        path: String,
+    },
+    Media {
+        path: String,
+        segment: bool,
+        /// A continuation's init segment or segment header: the bytes already on disk, put
+        /// back when libav closes its copy (the earlier segments were written against them).
+        preserve: Option<Vec<u8>>,
+        /// DASH: the representation of an init segment (libav opens them in stream order).
+        init_rep: Option<usize>,
+    },
 }
 
 struct State {
@@ -119,6 +132,27 @@ struct State {
     packet_shift: f64,
     /// DASH segments on disk, oldest first, for `keep_segments`.
     dash_on_disk: std::collections::VecDeque<Vec<PathBuf>>,
+    /// This output carries on a session another job started (see
+    /// [`IoHooks::continue_session`]).
+    continuation: Option<Continuation>,
+}
+
+/// What a continuation keeps from the session it carries on.
+struct Continuation {
+    /// DASH: the session's MPD as the earlier job last wrote it.
+    prev_mpd: Option<String>,
+    /// Media seconds of the session before this job.
+    elapsed: f64,
+    /// DASH `window_size` (segments listed), None = all.
+    window: Option<usize>,
+    /// DASH init segments opened so far (their representation is the open order).
+    inits_opened: usize,
+    /// DASH, per representation: ticks to add to this job's fragment times so that they are
+    /// right against the kept init segment. libav writes fragment times relative to the
+    /// track's first timestamp and puts that start in the init segment's edit list; the kept
+    /// init carries the earlier job's start, so each fragment's `tfdt` and `sidx` move by the
+    /// difference of the two starts.
+    shift: HashMap<usize, i64>,
 }
 
 /// Owns the callback state of one output; must outlive the AVFormatContext it is attached to
@@ -157,8 +191,29 @@ impl IoHooks {
                 row_ends: HashMap::new(),
                 packet_shift: 0.0,
                 dash_on_disk: Default::default(),
+                continuation: None,
             })),
         }
+    }
+
+    /// Marks this output as the continuation of a session that another job started and lost
+    /// (after `elapsed` media seconds): init segments and segment headers already on disk are
+    /// kept as they are (the earlier segments were written against them; a header written
+    /// here would differ, e.g. in its edit list), and DASH manifests keep listing the earlier
+    /// segments (read from the MPD on disk) within `window` segments, as one uninterrupted job
+    /// would have listed them.
+    /// `prev_mpd` is the MPD file as it was before this job opened its output (opening it
+    /// truncates it).
+    pub fn continue_session(&self, elapsed: f64, window: Option<usize>, prev_mpd: Option<String>) {
+        let mut st = lock(&self.state);
+        let prev_mpd = prev_mpd.filter(|_| matches!(st.kind, IoKind::Dash { .. }));
+        st.continuation = Some(Continuation {
+            prev_mpd,
+            elapsed,
+            window,
+            inits_opened: 0,
+            shift: HashMap::new(),
+        });
     }
 
     /// Installs the callbacks on an output context before its header is written.
@@ -303,6 +358,189 @@ fn rewrite_mpd(body: &str, template: &str, start: u64) -> String {
         rest = &cand[end..];
     }
     out.push_str(rest);
+    out
+}
+
+/// One `<S>` of a SegmentTimeline, expanded: start and duration in the timescale.
+type TimelineEntry = (u64, u64);
+
+/// The value of attribute `name` in the tag text `tag` (`name="value"`).
+fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!(" {name}=\"");
+    let i = tag.find(&key)? + key.len();
+    let rest = &tag[i..];
+    Some(&rest[..rest.find('"')?])
+}
+
+/// Each `<Representation id=…>` of an MPD: (id, byte range of its element).
+fn representations(mpd: &str) -> Vec<(String, std::ops::Range<usize>)> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = mpd[from..].find("<Representation ") {
+        let start = from + i;
+        let Some(len) = mpd[start..].find("</Representation>") else {
+            break;
+        };
+        let end = start + len + "</Representation>".len();
+        let head_end = mpd[start..].find('>').map_or(end, |j| start + j);
+        if let Some(id) = attr(&mpd[start..head_end], "id") {
+            out.push((id.to_string(), start..end));
+        }
+        from = end;
+    }
+    out
+}
+
+/// The start number and the expanded timeline of one Representation element, with the byte
+/// range of the `<SegmentTimeline>` contents.
+fn timeline(rep: &str) -> Option<(u64, Vec<TimelineEntry>, std::ops::Range<usize>)> {
+    let tpl = rep.find("<SegmentTemplate ")?;
+    let tpl_head = &rep[tpl..tpl + rep[tpl..].find('>')?];
+    let start: u64 = attr(tpl_head, "startNumber").unwrap_or("1").parse().ok()?;
+    let open = rep.find("<SegmentTimeline>")? + "<SegmentTimeline>".len();
+    let close = open + rep[open..].find("</SegmentTimeline>")?;
+    let mut entries = Vec::new();
+    let mut next_t = 0u64;
+    for s in rep[open..close].split("<S ").skip(1) {
+        let tag = format!(" {}", &s[..s.find("/>")?]);
+        let d: u64 = attr(&tag, "d")?.parse().ok()?;
+        let mut t: u64 = match attr(&tag, "t") {
+            Some(t) => t.parse().ok()?,
+            None => next_t,
+        };
+        let r: i64 = attr(&tag, "r").map_or(Ok(0), str::parse).ok()?;
+        for _ in 0..=r.max(0) {
+            entries.push((t, d));
+            t += d;
+        }
+        next_t = t;
+    }
+    Some((start, entries, open..close))
+}
+
+/// SegmentTimeline contents for `entries` (the way dashenc writes them: `t` on the first
+/// entry and after a discontinuity, runs of equal durations as `r`), indented like `indent`.
+fn timeline_xml(entries: &[TimelineEntry], indent: &str) -> String {
+    let mut out = String::new();
+    let mut i = 0;
+    let mut expected: Option<u64> = None;
+    while i < entries.len() {
+        let (t, d) = entries[i];
+        let mut run = 1;
+        while i + run < entries.len() && entries[i + run] == (t + d * run as u64, d) {
+            run += 1;
+        }
+        out.push_str(&format!("\n{indent}<S "));
+        if expected != Some(t) {
+            out.push_str(&format!("t=\"{t}\" "));
+        }
+        out.push_str(&format!("d=\"{d}\" "));
+        if run > 1 {
+            out.push_str(&format!("r=\"{}\" ", run - 1));
+        }
+        out.push_str("/>");
+        expected = Some(t + d * run as u64);
+        i += run;
+    }
+    // Close on the line of `</SegmentTimeline>`, one level out.
+    out.push('\n');
+    out.push_str(indent.strip_suffix('\t').unwrap_or(indent));
+    out
+}
+
+/// An xs:duration as dashenc writes it (`PT1H2M3.4S`) in seconds.
+fn parse_pt(v: &str) -> Option<f64> {
+    let mut rest = v.strip_prefix("PT")?;
+    let mut secs = 0.0;
+    for (unit, mul) in [('H', 3600.0), ('M', 60.0), ('S', 1.0)] {
+        if let Some(i) = rest.find(unit) {
+            secs += rest[..i].parse::<f64>().ok()? * mul;
+            rest = &rest[i + 1..];
+        }
+    }
+    rest.is_empty().then_some(secs)
+}
+
+/// Seconds as dashenc's `write_time` formats them.
+fn format_pt(secs: f64) -> String {
+    let tenths = (secs.max(0.0) * 10.0).floor() as u64;
+    let (s, f) = (tenths / 10, tenths % 10);
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    let mut out = String::from("PT");
+    if h > 0 {
+        out.push_str(&format!("{h}H"));
+    }
+    if h > 0 || m > 0 {
+        out.push_str(&format!("{m}M"));
+    }
+    out.push_str(&format!("{s}.{f}S"));
+    out
+}
+
+/// A continuation's MPD (`ours`, its segments numbered from where the session resumed) with
+/// the earlier job's segments (from `prev`, its last MPD) listed before its own, within
+/// `window` segments, so that PMS sees the one session it started: per representation the
+/// earlier timeline entries numbered below ours, then ours; `startNumber` moves back to the
+/// first one listed, and a final `mediaPresentationDuration` covers the `elapsed` seconds
+/// before this job too. Representations without a timeline are left alone.
+pub fn splice_mpd(prev: &str, ours: &str, elapsed: f64, window: Option<usize>) -> String {
+    let prev_reps: HashMap<String, (u64, Vec<TimelineEntry>)> = representations(prev)
+        .into_iter()
+        .filter_map(|(id, r)| timeline(&prev[r]).map(|(n, e, _)| (id, (n, e))))
+        .collect();
+    let mut out = String::with_capacity(ours.len() + 256);
+    let mut copied = 0;
+    for (id, range) in representations(ours) {
+        let rep = &ours[range.clone()];
+        let (Some((start, entries, tl)), Some((prev_start, prev_entries))) =
+            (timeline(rep), prev_reps.get(&id))
+        else {
+            continue;
+        };
+        let earlier = prev_entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| prev_start + (*i as u64) < start)
+            .map(|(_, e)| *e);
+        let mut all: Vec<TimelineEntry> = earlier.chain(entries.iter().copied()).collect();
+        let earlier_n = all.len() - entries.len();
+        let mut first = start - earlier_n as u64;
+        if let Some(w) = window
+            && all.len() > w
+        {
+            let cut = all.len() - w;
+            all.drain(..cut);
+            first += cut as u64;
+        }
+        let indent: String = {
+            let before = &rep[..tl.start];
+            let line = before.rfind('\n').map_or(before, |i| &before[i + 1..]);
+            let ws: String = line.chars().take_while(|c| c.is_whitespace()).collect();
+            format!("{ws}\t")
+        };
+        let mut new_rep = String::with_capacity(rep.len() + 128);
+        new_rep.push_str(&rep[..tl.start]);
+        new_rep.push_str(&timeline_xml(&all, &indent));
+        new_rep.push_str(&rep[tl.end..]);
+        let new_rep = new_rep.replacen(
+            &format!(" startNumber=\"{start}\""),
+            &format!(" startNumber=\"{first}\""),
+            1,
+        );
+        out.push_str(&ours[copied..range.start]);
+        out.push_str(&new_rep);
+        copied = range.end;
+    }
+    out.push_str(&ours[copied..]);
+    let key = "mediaPresentationDuration=\"";
+    if let Some(i) = out.find(key) {
+        let v0 = i + key.len();
+        if let Some(len) = out[v0..].find('"')
+            && let Some(d) = parse_pt(&out[v0..v0 + len])
+        {
+            out.replace_range(v0..v0 + len, &format_pt(d + elapsed));
+        }
+    }
     out
 }
 
@@ -522,22 +760,46 @@ unsafe extern "C" fn io_open(
         ret = unsafe { sys::avio_open_dyn_buf(pb) };
         OpenFile::Manifest { rule, path }
     } else {
-        // SAFETY: plain forwarding.
-        ret = unsafe { default_open(s, pb, url, flags, options) };
         let name = basename(&path);
         let stem = name.strip_suffix(".tmp").unwrap_or(name);
-        let segment = match &st.kind {
-            IoKind::Dash { .. } => stem.starts_with(DASH_HIDDEN_PREFIX),
+        let (segment, header) = match &st.kind {
+            // Besides its media segments dashenc writes only init segments (and, with
+            // `hls_playlist`, playlists, which are not headers).
+            IoKind::Dash { .. } => (
+                stem.starts_with(DASH_HIDDEN_PREFIX),
+                !stem.ends_with(".m3u8"),
+            ),
             IoKind::Hls { init_name, .. } => {
-                !stem.ends_with(".m3u8")
-                    && Some(stem) != init_name.as_deref().map(basename)
-                    && stem != "init.mp4"
+                let init = Some(stem) == init_name.as_deref().map(basename) || stem == "init.mp4";
+                (!stem.ends_with(".m3u8") && !init, init)
             }
             IoKind::Segment { header_name, .. } => {
-                Some(stem) != header_name.as_deref().map(basename)
+                let header = Some(stem) == header_name.as_deref().map(basename);
+                (!header, header)
             }
         };
-        OpenFile::Media { path, segment }
+        // Read before opening: opening for write truncates the file.
+        let preserve = if st.continuation.is_some() && header && !segment {
+            std::fs::read(path.strip_suffix(".tmp").unwrap_or(&path)).ok()
+        } else {
+            None
+        };
+        let is_dash = matches!(st.kind, IoKind::Dash { .. });
+        let init_rep = match &mut st.continuation {
+            Some(c) if is_dash && header && !segment => {
+                c.inits_opened += 1;
+                Some(c.inits_opened - 1)
+            }
+            _ => None,
+        };
+        // SAFETY: plain forwarding.
+        ret = unsafe { default_open(s, pb, url, flags, options) };
+        OpenFile::Media {
+            path,
+            segment,
+            preserve,
+            init_rep,
+        }
     };
     if ret >= 0 {
         // SAFETY: on success `*pb` is the new context.
@@ -587,12 +849,23 @@ unsafe extern "C" fn io_close2(_s: *mut sys::AVFormatContext, pb: *mut sys::AVIO
                     media_template,
                     start_number,
                     ..
-                } => rewrite_mpd(
-                    &String::from_utf8_lossy(&body),
-                    media_template,
-                    *start_number,
-                )
-                .into_bytes(),
+                } => {
+                    let ours = rewrite_mpd(
+                        &String::from_utf8_lossy(&body),
+                        media_template,
+                        *start_number,
+                    );
+                    match &st.continuation {
+                        Some(Continuation {
+                            prev_mpd: Some(prev),
+                            elapsed,
+                            window,
+                            ..
+                        }) => splice_mpd(prev, &ours, *elapsed, *window),
+                        _ => ours,
+                    }
+                    .into_bytes()
+                }
                 IoKind::Segment {
                     plex_list: Some(rules),
                     ..
@@ -623,10 +896,43 @@ unsafe extern "C" fn io_close2(_s: *mut sys::AVFormatContext, pb: *mut sys::AVIO
             st.events.push(ev);
             0
         }
-        OpenFile::Media { path, segment } => {
+        OpenFile::Media {
+            path,
+            segment,
+            preserve,
+            init_rep,
+        } => {
             let mut p = pb;
             // SAFETY: a file AVIOContext opened by avio_open2 in io_open.
             let ret = unsafe { sys::avio_closep(&mut p) };
+            if let (Some(old), Some(r), Ok(new)) = (&preserve, init_rep, std::fs::read(&path))
+                && let (Some(s_old), Some(s_new)) = (mp4::track_start(old), mp4::track_start(&new))
+                && let Some(c) = &mut st.continuation
+            {
+                c.shift.insert(r, s_new - s_old);
+            }
+            if segment
+                && ret >= 0
+                && let Some(c) = &st.continuation
+                && let Some((rep, n, _)) =
+                    parse_hidden(basename(path.strip_suffix(".tmp").unwrap_or(&path)))
+                && let Ok(r) = rep.parse::<usize>()
+            {
+                let shift = c.shift.get(&r).copied().unwrap_or(0);
+                let number = match &st.kind {
+                    IoKind::Dash { start_number, .. } => n + start_number - 1,
+                    _ => n,
+                };
+                if let Err(e) = mp4::shift_fragment_file(Path::new(&path), shift, number) {
+                    st.events.push(IoEvent::Error(format!("{path}: {e}")));
+                }
+            }
+            if let Some(bytes) = preserve
+                && let Err(e) = std::fs::write(&path, bytes)
+            {
+                st.events
+                    .push(IoEvent::Error(format!("keeping the session's {path}: {e}")));
+            }
             let final_path = path.strip_suffix(".tmp").unwrap_or(&path).to_string();
             st.bytes_closed += std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             if segment && ret >= 0 {
@@ -707,5 +1013,66 @@ mod tests {
         assert!(out.contains("startNumber=\"100\""));
         assert!(out.contains("chunk-stream0-00101.m4s"));
         assert!(!out.contains("cpxtmp"));
+    }
+}
+
+#[cfg(test)]
+mod splice_tests {
+    use super::*;
+
+    const PREV: &str = r#"<MPD type="dynamic">
+	<Period id="0" start="PT0.0S">
+		<AdaptationSet id="0" contentType="video">
+			<Representation id="0" mimeType="video/mp4">
+				<SegmentTemplate timescale="16000" initialization="init-stream$RepresentationID$.m4s" media="chunk-stream$RepresentationID$-$Number%05d$.m4s" startNumber="1">
+					<SegmentTimeline>
+						<S t="336" d="32000" r="2" />
+					</SegmentTimeline>
+				</SegmentTemplate>
+			</Representation>
+		</AdaptationSet>
+	</Period>
+</MPD>
+"#;
+    const OURS: &str = r#"<MPD type="static"
+	mediaPresentationDuration="PT6.0S">
+	<Period id="0" start="PT0.0S">
+		<AdaptationSet id="0" contentType="video">
+			<Representation id="0" mimeType="video/mp4">
+				<SegmentTemplate timescale="16000" initialization="init-stream$RepresentationID$.m4s" media="chunk-stream$RepresentationID$-$Number%05d$.m4s" startNumber="3">
+					<SegmentTimeline>
+						<S t="64336" d="32000" />
+						<S d="31000" />
+					</SegmentTimeline>
+				</SegmentTemplate>
+			</Representation>
+		</AdaptationSet>
+	</Period>
+</MPD>
+"#;
+
+    #[test]
+    fn earlier_segments_are_listed_before_the_continuations() {
+        let out = splice_mpd(PREV, OURS, 4.021, Some(5));
+        assert!(out.contains("startNumber=\"1\""), "{out}");
+        assert!(
+            out.contains("mediaPresentationDuration=\"PT10.0S\""),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "<SegmentTimeline>\n\t\t\t\t\t\t<S t=\"336\" d=\"32000\" r=\"2\" />\n\t\t\t\t\t\t<S d=\"31000\" />\n\t\t\t\t\t</SegmentTimeline>"
+            ),
+            "{out}"
+        );
+        // A window of 3 drops the oldest: segments 2 (earlier job), 3 and 4 (this one).
+        let out = splice_mpd(PREV, OURS, 4.021, Some(3));
+        assert!(out.contains("startNumber=\"2\""), "{out}");
+        assert!(
+            out.contains("<S t=\"32336\" d=\"32000\" r=\"1\" />"),
+            "{out}"
+        );
+        assert_eq!(format_pt(3725.46), "PT1H2M5.4S");
+        assert_eq!(parse_pt("PT1H2M5.4S"), Some(3725.4));
     }
 }

@@ -13,6 +13,7 @@
 mod ffi;
 pub mod filter;
 mod io;
+mod mp4;
 mod plan;
 mod streams;
 mod subtitle;
@@ -37,6 +38,8 @@ use plan::{OutStreamPlan, Source};
 
 /// Emit progress at most this often.
 const PROGRESS_PERIOD: f64 = 0.5;
+/// Smallest tolerance when dropping copied packets before a resume point (1 ms).
+const MIN_COPY_TOLERANCE_US: i64 = 1000;
 /// A stream that never becomes ready cannot hold back an output forever.
 const MAX_QUEUED_PACKETS: usize = 8192;
 
@@ -152,6 +155,8 @@ struct InFile {
     /// Input `-t`/`-to`: stop reading at this output-timeline time.
     limit_us: Option<i64>,
     realtime: bool,
+    /// `-re` paces from the first timestamp read (ffmpeg: from the input's start), not from 0.
+    first_us: Option<i64>,
     eof: bool,
     last_us: i64,
 }
@@ -203,7 +208,15 @@ struct OutStream {
     frame_dur: i64,
     next_kf: Option<f64>,
     kf_interval: Option<f64>,
+    /// Stream copy has passed its first packet (ffmpeg's `streamcopy_started`): leading
+    /// non-keyframes and packets before `copy_from_us` are dropped until then.
     seen_key: bool,
+    /// Stream copy of a continuation: packets that start before this time (microseconds on the
+    /// input's offset timeline: the resume point) are dropped until the first one is kept, as
+    /// ffmpeg does with `-copypriorss 0`; `copy_tolerance_us` (half a frame) keeps the packet
+    /// on the resume point when the point, computed in seconds, came out a little past it.
+    copy_from_us: Option<i64>,
+    copy_tolerance_us: i64,
     max_frames: Option<u64>,
     /// Text subtitle conversion (decoder + encoder), for subtitle streams neither copied nor
     /// fed through filters.
@@ -223,7 +236,12 @@ struct OutFile {
     limit: Option<f64>,
     out_time: f64,
     segments: u64,
-    seg_start: f64,
+    /// Where the segment being written starts (None until the first packet).
+    seg_start: Option<f64>,
+    /// The latest video keyframe handed to the muxer (seconds, output timeline). Segmenters
+    /// cut at video keyframes, so when a segment closes this is where the next one starts:
+    /// the exact end of the closed one, which a continuation resumes from.
+    last_video_key: Option<f64>,
     label: String,
 }
 
@@ -301,6 +319,11 @@ impl<'e> Run<'e> {
         }
         if let Some(t) = self.job.outputs.first().and_then(|o| o.duration) {
             d = d.min(t);
+        }
+        // A continuation reports the session's duration (its seek and limits grew and shrank
+        // by the part already done), so that percentages carry on.
+        if let Some(c) = &self.job.continuation {
+            d += c.elapsed;
         }
         Some(d)
     }
@@ -503,6 +526,12 @@ impl<'e> Run<'e> {
                 source: e,
             })?;
         }
+        // A continuation's DASH manifest lists the earlier job's segments: read it before
+        // opening the output truncates it.
+        let prev_manifest = job
+            .continuation
+            .as_ref()
+            .and_then(|_| std::fs::read_to_string(&target).ok());
         let mut octx = match &fmt {
             Some(f) => format::output_as(&target, f),
             None => format::output(&target),
@@ -532,6 +561,16 @@ impl<'e> Run<'e> {
                 *representations = plans.len();
             }
             let h = io::IoHooks::new(k, manifests);
+            if let Some(c) = &job.continuation {
+                let window = match &out.segmenting {
+                    Some(Segmenting::Dash {
+                        window_size: Some(w),
+                        ..
+                    }) if *w > 0 => Some(*w as usize),
+                    _ => None,
+                };
+                h.continue_session(c.elapsed, window, prev_manifest.clone());
+            }
             h.install(&mut octx);
             h
         });
@@ -641,6 +680,16 @@ impl<'e> Run<'e> {
                 .rev()
                 .find(|m| p.spec_matches(&m.spec))
                 .map(|m| m.value);
+            let (copy_from_us, copy_tolerance_us) = match (p.copy, p.source) {
+                (true, Source::Input { input, stream }) if job.continuation.is_some() => (
+                    self.inputs[input].drop_before_us,
+                    self.inputs[input]
+                        .ctx
+                        .stream(stream)
+                        .map_or(MIN_COPY_TOLERANCE_US, |st| streams::half_frame_us(&st)),
+                ),
+                _ => (None, 0),
+            };
             streams.push(OutStream {
                 plan: p,
                 index,
@@ -656,6 +705,8 @@ impl<'e> Run<'e> {
                 next_kf: None,
                 kf_interval,
                 seen_key: false,
+                copy_from_us,
+                copy_tolerance_us,
                 max_frames,
                 subconv,
             });
@@ -674,7 +725,8 @@ impl<'e> Run<'e> {
                 .or(out.stop_at.map(|t| t - out.seek.unwrap_or(0.0))),
             out_time: 0.0,
             segments: 0,
-            seg_start: 0.0,
+            seg_start: None,
+            last_video_key: None,
             label,
         };
         // Decoders and pipelines for transcoded streams fed straight from an input.
@@ -807,7 +859,8 @@ impl<'e> Run<'e> {
             let inp = &mut self.inputs[i];
             inp.last_us = inp.last_us.max(us);
             if inp.realtime {
-                let ahead = us as f64 / 1e6 - self.started.elapsed().as_secs_f64();
+                let first = *inp.first_us.get_or_insert(us);
+                let ahead = (us - first) as f64 / 1e6 - self.started.elapsed().as_secs_f64();
                 if ahead > 0.0 {
                     std::thread::sleep(std::time::Duration::from_secs_f64(ahead.min(1.0)));
                 }
@@ -904,6 +957,16 @@ impl<'e> Run<'e> {
                         unsafe { ((*frame.as_ptr()).nb_samples, (*frame.as_ptr()).sample_rate) };
                     rescale(t, d.time_base, US)
                         + (i64::from(n) * 1_000_000) / i64::from(rate.max(1))
+                } else if self.job.continuation.is_some() {
+                    // A continuation resumes at the output time of the frame that starts the
+                    // next segment; encoding may have moved that frame up to half a frame
+                    // (`-fps_mode cfr` rounds to its grid), so keep what lies within half a
+                    // frame of the resume point.
+                    let half = d
+                        .frame_rate
+                        .filter(|r| r.numerator() > 0 && r.denominator() > 0)
+                        .map_or(MIN_COPY_TOLERANCE_US, |r| (5e5 / f64::from(r)) as i64);
+                    rescale(t, d.time_base, US) + half.max(MIN_COPY_TOLERANCE_US)
                 } else {
                     rescale(t, d.time_base, US) + 1
                 };
@@ -1377,8 +1440,15 @@ impl<'e> Run<'e> {
         if st.finished {
             return Ok(());
         }
-        if st.plan.kind == media::Type::Video && !st.seen_key {
-            if !pkt.is_key() {
+        if !st.seen_key {
+            // ffmpeg's do_streamcopy: no leading non-keyframe video (`-copyinkf` off), and for a
+            // continuation nothing before the resume point (`-copypriorss 0`).
+            if st.plan.kind == media::Type::Video && !pkt.is_key() {
+                return Ok(());
+            }
+            if let (Some(from), Some(t)) = (st.copy_from_us, pkt.pts().or(pkt.dts()))
+                && rescale(t, tb, US) + st.copy_tolerance_us < from
+            {
                 return Ok(());
             }
             st.seen_key = true;
@@ -1523,6 +1593,18 @@ impl<'e> Run<'e> {
             if self.first_out_time.is_none() {
                 self.first_out_time = Some(t);
             }
+            if of.seg_start.is_none() {
+                of.seg_start = Some(t);
+            }
+            if pkt.is_key()
+                && let Some(pts) = pkt.pts()
+                && of
+                    .streams
+                    .iter()
+                    .any(|s| s.index == idx && s.plan.kind == media::Type::Video)
+            {
+                of.last_video_key = Some(secs(pts, ost_tb));
+            }
         }
         if let (Some(h), Some(pts)) = (&of.hooks, pkt.pts()) {
             let kind = of
@@ -1553,14 +1635,22 @@ impl<'e> Run<'e> {
                 io::IoEvent::Segment { number, paths } => {
                     let of = &mut self.outs[o];
                     of.segments += 1;
+                    let start = of.seg_start.unwrap_or(of.out_time);
+                    // The segmenter closed this segment because the keyframe that starts the
+                    // next one arrived: that keyframe is the exact cut. Without video (or for
+                    // the last segment, closed by the trailer) the furthest packet is.
+                    let end = match of.last_video_key {
+                        Some(k) if k > start + 1e-6 && !of.trailer_written => k,
+                        _ => of.out_time,
+                    };
                     let info = SegmentInfo {
                         output: o,
                         number,
                         paths,
-                        start: of.seg_start,
-                        end: of.out_time,
+                        start,
+                        end,
                     };
-                    of.seg_start = of.out_time;
+                    of.seg_start = Some(end);
                     (self.events)(JobEvent::SegmentWritten(info));
                 }
                 io::IoEvent::Manifest {
@@ -1727,6 +1817,7 @@ fn open_input(job: &Job, i: usize, inp: &clusterplex_core::Input) -> Result<InFi
         drop_before_us,
         limit_us,
         realtime: inp.realtime,
+        first_us: None,
         eof: false,
         last_us: i64::MIN,
     })

@@ -151,3 +151,27 @@ unsafe fn cstr(p: *const c_char) -> Option<String> {
     // SAFETY: per the contract above.
     Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
 }
+
+/// Half of one frame of `st` in microseconds: a video frame at its average (or real) frame
+/// rate, an audio frame of `frame_size` samples (1024 when unknown); at least 1 ms. Used as
+/// the tolerance when a copied packet is compared with a resume point that was computed in
+/// seconds and may have been rounded a little past it.
+pub fn half_frame_us(st: &format::stream::Stream) -> i64 {
+    let par = st.parameters();
+    // SAFETY: codecpar of a live stream; read-only plain fields.
+    let p = unsafe { &*par.as_ptr() };
+    let frame_us = match par.medium() {
+        media::Type::Video => {
+            let r = Some(st.avg_frame_rate())
+                .filter(|r| r.numerator() > 0 && r.denominator() > 0)
+                .or(Some(st.rate()).filter(|r| r.numerator() > 0 && r.denominator() > 0));
+            r.map_or(0.0, |r| 1e6 / f64::from(r))
+        }
+        media::Type::Audio if p.sample_rate > 0 => {
+            let n = if p.frame_size > 0 { p.frame_size } else { 1024 };
+            f64::from(n) * 1e6 / f64::from(p.sample_rate)
+        }
+        _ => 0.0,
+    };
+    ((frame_us / 2.0) as i64).max(1000)
+}

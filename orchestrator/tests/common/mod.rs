@@ -11,7 +11,7 @@ use std::{
 };
 
 use clusterplex_core::{
-    ByStream, CodecChoice, Input, Job, Output, StreamSettings, StreamSpecifier,
+    ByStream, CodecChoice, Input, Job, Output, Segmenting, StreamSettings, StreamSpecifier,
     rpc::{self, Event, JobServiceClient, pb},
 };
 use tokio_stream::StreamExt;
@@ -138,6 +138,90 @@ pub fn transcode_job(input: &Path, out_dir: &Path, out: &str, realtime: bool) ->
     }
 }
 
+/// A DASH job (1 s segments from number 1, libx264 ultrafast) writing `dir/session.mpd`, its
+/// input read at native rate so that it lasts as long as the clip.
+pub fn dash_job(input: &Path, dir: &Path) -> Job {
+    let mut i = Input::new(input.to_str().unwrap());
+    i.realtime = true;
+    let mut o = Output::new(dir.join("session.mpd").to_str().unwrap(), Some("dash"));
+    o.segmenting = Some(Segmenting::Dash {
+        seg_duration: 1.0,
+        start_number: 1,
+        init_seg_name: None,
+        media_seg_name: None,
+        manifest_target: None,
+        window_size: None,
+        use_template: None,
+        use_timeline: None,
+        single_file: false,
+        time_delta: None,
+        delete_removed: Some(false),
+        break_non_keyframes: false,
+    });
+    o.streams.push(ByStream::new(
+        StreamSpecifier::all(),
+        StreamSettings {
+            codec: Some(CodecChoice::Encoder("libx264".into())),
+            preset: Some("ultrafast".into()),
+            ..Default::default()
+        },
+    ));
+    Job {
+        inputs: vec![i],
+        outputs: vec![o],
+        working_dir: Some(dir.to_path_buf()),
+        ..Default::default()
+    }
+}
+
+/// Media segment numbers on disk (`chunk-stream0-00003.m4s` -> 3), sorted.
+pub fn segments_on_disk(dir: &Path) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let n = name.strip_prefix("chunk-stream0-")?.strip_suffix(".m4s")?;
+            n.parse().ok()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Checks what a submitter saw of a DASH session that was moved between workers (and the
+/// files): one `accepted`, one `started`, one terminal `finished`; every segment announced
+/// exactly once, numbered from 1 without a gap, at least `min_segments` of them; `finished`
+/// lists them all; on disk, the same numbers, one file each. Returns the segment numbers.
+pub fn assert_whole_dash_session(all: &[Event], dir: &Path, min_segments: usize) -> Vec<u64> {
+    let count = |f: fn(&Event) -> bool| all.iter().filter(|e| f(e)).count();
+    assert_eq!(count(|e| matches!(e, Event::Accepted(_))), 1, "{all:#?}");
+    assert_eq!(count(|e| matches!(e, Event::Started(_))), 1, "{all:#?}");
+    assert_eq!(count(rpc::is_terminal), 1);
+    let Some(Event::Finished(fin)) = all.last() else {
+        panic!("{all:#?}")
+    };
+    assert_eq!(fin.exit_status, 0);
+    let announced: Vec<u64> = all
+        .iter()
+        .filter_map(|e| match e {
+            Event::Segment(s) if s.output == 0 => Some(s.number),
+            _ => None,
+        })
+        .collect();
+    let unique: std::collections::BTreeSet<u64> = announced.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        announced.len(),
+        "announced twice: {announced:?}"
+    );
+    let expected: Vec<u64> = (1..=announced.len() as u64).collect();
+    assert_eq!(unique.into_iter().collect::<Vec<_>>(), expected);
+    assert!(announced.len() >= min_segments, "{announced:?}");
+    assert_eq!(fin.segments, expected, "Finished lists the whole session");
+    assert_eq!(segments_on_disk(dir), expected);
+    expected
+}
+
 pub async fn client(port: u16, token: &str) -> JobServiceClient<rpc::AuthChannel> {
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -151,6 +235,69 @@ pub async fn client(port: u16, token: &str) -> JobServiceClient<rpc::AuthChannel
             Err(e) => panic!("orchestrator not reachable: {e}"),
         }
     }
+}
+
+pub async fn list_workers(c: &mut JobServiceClient<rpc::AuthChannel>) -> Vec<pb::WorkerInfo> {
+    c.list_workers(pb::ListWorkersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workers
+}
+
+pub async fn list_jobs(c: &mut JobServiceClient<rpc::AuthChannel>) -> Vec<pb::JobInfo> {
+    c.list_jobs(pb::ListJobsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs
+}
+
+/// One worker as the orchestrator lists it.
+pub async fn worker_info(c: &mut JobServiceClient<rpc::AuthChannel>, id: &str) -> pb::WorkerInfo {
+    list_workers(c)
+        .await
+        .into_iter()
+        .find(|w| w.id == id)
+        .unwrap_or_else(|| panic!("no worker {id}"))
+}
+
+/// Polls the worker list until `done` holds for worker `id` (10 s at most; `what` for the
+/// failure message).
+pub async fn wait_worker(
+    c: &mut JobServiceClient<rpc::AuthChannel>,
+    id: &str,
+    what: &str,
+    mut done: impl FnMut(&pb::WorkerInfo) -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let w = worker_info(c, id).await;
+        if done(&w) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id}: {what}: {w:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until worker `id` runs no job (it confirmed the end of everything it was given).
+pub async fn wait_worker_idle(c: &mut JobServiceClient<rpc::AuthChannel>, id: &str) {
+    wait_worker(c, id, "still running a job", |w| w.job_ids.is_empty()).await;
+}
+
+pub async fn drain(
+    c: &mut JobServiceClient<rpc::AuthChannel>,
+    id: &str,
+    cancel_running: bool,
+) -> pb::DrainWorkerResponse {
+    c.drain_worker(pb::DrainWorkerRequest {
+        worker_id: id.into(),
+        cancel_running,
+    })
+    .await
+    .unwrap()
+    .into_inner()
 }
 
 pub async fn wait_workers(
@@ -192,7 +339,61 @@ pub async fn accepted(events: &mut Events) -> pb::Accepted {
     }
 }
 
-/// Reads events until `pred` matches one (returned), with a deadline.
+/// Reads events until the terminal one (returned), with a deadline; anything before it is
+/// skipped.
+pub async fn terminal(events: &mut Events, secs: u64) -> Event {
+    until(events, secs, rpc::is_terminal).await
+}
+
+/// Reads to the end; the job must have finished with exit status 0.
+pub async fn finished(events: &mut Events, secs: u64) -> pb::Finished {
+    match terminal(events, secs).await {
+        Event::Finished(f) if f.exit_status == 0 => f,
+        other => panic!("expected finished, got {other:?}"),
+    }
+}
+
+/// Reads to the end; the job must have failed with `code`.
+pub async fn failed(events: &mut Events, secs: u64, code: pb::FailureCode) -> pb::Failed {
+    match terminal(events, secs).await {
+        Event::Failed(f) if f.code == code as i32 => f,
+        other => panic!("expected failed {code:?}, got {other:?}"),
+    }
+}
+
+/// Submits `job` and reads its events to the end: where it ran and how it ended.
+pub async fn run_job(
+    c: &mut JobServiceClient<rpc::AuthChannel>,
+    job: &Job,
+    secs: u64,
+) -> (pb::Accepted, Event) {
+    let mut ev = submit(c, job).await;
+    let a = accepted(&mut ev).await;
+    (a, terminal(&mut ev, secs).await)
+}
+
+/// Reads events until the terminal one and returns them all (the terminal one last).
+pub async fn all_events(events: &mut Events, secs: u64) -> Vec<Event> {
+    let mut out = Vec::new();
+    let fut = async {
+        while let Some(m) = events.next().await {
+            let e = m.unwrap().event.unwrap();
+            let end = rpc::is_terminal(&e);
+            out.push(e);
+            if end {
+                return;
+            }
+        }
+        panic!("stream ended without a terminal event");
+    };
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .expect("no terminal event");
+    out
+}
+
+/// Reads events until `pred` matches one (returned), with a deadline. Fails on a terminal
+/// event that does not match.
 pub async fn until(events: &mut Events, secs: u64, mut pred: impl FnMut(&Event) -> bool) -> Event {
     let fut = async {
         while let Some(m) = events.next().await {
