@@ -383,7 +383,8 @@ fn fast_paths_match_reference_on_stress_pattern() {
 #[test]
 fn fast_paths_match_reference_on_odd_sizes() {
     // Widths that are not multiples of the SIMD width or of the fused path's 256-pixel chunks,
-    // odd numbers of chroma columns and rows: every tail and edge of the band loop.
+    // odd numbers of chroma columns and rows: every tail and edge of the band loop. Every mode:
+    // the 534x38 stress image caught `mode=rgb` 3 codes off (un-interpolated PQ table near the cap).
     for (w, h, layout, extra) in [
         (534, 38, InputLayout::P010, "desat=0:peak=10:format=nv12"),
         (
@@ -394,7 +395,7 @@ fn fast_paths_match_reference_on_odd_sizes() {
         ),
     ] {
         let img = stress_image(w, h, layout);
-        compare_modes(&img, layout, Signal::pq(), extra, &["max"]);
+        compare_all(&img, layout, Signal::pq(), extra);
     }
 }
 

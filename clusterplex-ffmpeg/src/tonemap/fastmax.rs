@@ -196,6 +196,89 @@ fn pq_cap() -> f64 {
     lo
 }
 
+/// `pq[k][s]`: coefficient of t^k of sqrt(linear) on PQ segment s of 0..cap.
+#[allow(clippy::needless_range_loop)]
+fn pq_coefficients(cap: f64) -> [[f32; PQ_SEGS]; PQ_DEG + 1] {
+    let w = cap / PQ_SEGS as f64;
+    let mut pq = [[0f32; PQ_SEGS]; PQ_DEG + 1];
+    for seg in 0..PQ_SEGS {
+        let a = seg as f64 * w;
+        let c = fit_lobatto(
+            |t| (pq_eotf(a + t * w) / REFERENCE_WHITE).min(LIN_MAX).sqrt(),
+            PQ_DEG,
+        );
+        for (k, v) in c.iter().enumerate() {
+            pq[k][seg] = *v as f32;
+        }
+    }
+    // Black is exactly black.
+    pq[0][0] = 0.0;
+    pq
+}
+
+/// The PQ EOTF (units of 100 nits, capped at 1e4) as the fused kernel's piecewise polynomial,
+/// for the generic pass pipeline of `cpu.rs` under AVX2: no gathers, and accurate above
+/// E' = 1 where the steep curve made a nearest-entry table ~1e-3 off.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) struct PqPoly {
+    pq: [[f32; PQ_SEGS]; PQ_DEG + 1],
+    /// Segments per unit of E'.
+    scale: f32,
+}
+
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+impl PqPoly {
+    pub(super) fn new() -> Self {
+        let cap = pq_cap();
+        PqPoly {
+            pq: pq_coefficients(cap),
+            scale: (PQ_SEGS as f64 / cap) as f32,
+        }
+    }
+
+    /// Scalar model (chunk tails).
+    fn eval(&self, e: f32) -> f32 {
+        let x = (e * self.scale).clamp(0.0, PQ_SEGS as f32 - 1e-6 * PQ_SEGS as f32);
+        let i = (x as usize).min(PQ_SEGS - 1);
+        let t = x - i as f32;
+        let mut z = self.pq[PQ_DEG][i];
+        for k in (0..PQ_DEG).rev() {
+            z = fma(z, t, self.pq[k][i]);
+        }
+        z * z
+    }
+
+    /// Non-linear E' -> linear, in place.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn pass_avx2(&self, v: &mut [f32]) {
+        use std::arch::x86_64::*;
+        // SAFETY: each load reads the 8 f32 of one array.
+        let pq: [__m256; PQ_DEG + 1] =
+            std::array::from_fn(|k| unsafe { _mm256_loadu_ps(self.pq[k].as_ptr()) });
+        let scale = _mm256_set1_ps(self.scale);
+        let hi = _mm256_set1_ps(PQ_SEGS as f32 - 1e-6 * PQ_SEGS as f32);
+        let mut chunks = v.chunks_exact_mut(8);
+        for c in &mut chunks {
+            // SAFETY: `c` has 8 elements.
+            unsafe {
+                let x = _mm256_mul_ps(_mm256_loadu_ps(c.as_ptr()), scale);
+                let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_setzero_ps()), hi);
+                let i = _mm256_cvttps_epi32(x);
+                let t = _mm256_sub_ps(x, _mm256_cvtepi32_ps(i));
+                let mut z = _mm256_permutevar8x32_ps(pq[PQ_DEG], i);
+                for k in (0..PQ_DEG).rev() {
+                    z = _mm256_fmadd_ps(z, t, _mm256_permutevar8x32_ps(pq[k], i));
+                }
+                _mm256_storeu_ps(c.as_mut_ptr(), _mm256_mul_ps(z, z));
+            }
+        }
+        for x in chunks.into_remainder() {
+            *x = self.eval(*x);
+        }
+    }
+}
+
 fn log_bins(lo: i32, hi: i32, shift: u32) -> (i32, usize) {
     ((lo + 127) << 23, ((hi - lo) as usize) << (23 - shift))
 }
@@ -216,21 +299,7 @@ impl MaxTables {
             return None;
         }
         let cap = pq_cap();
-        let w = cap / PQ_SEGS as f64;
-        let mut pq = [[0f32; PQ_SEGS]; PQ_DEG + 1];
-        #[allow(clippy::needless_range_loop)]
-        for seg in 0..PQ_SEGS {
-            let a = seg as f64 * w;
-            let c = fit_lobatto(
-                |t| (pq_eotf(a + t * w) / REFERENCE_WHITE).min(LIN_MAX).sqrt(),
-                PQ_DEG,
-            );
-            for (k, v) in c.iter().enumerate() {
-                pq[k][seg] = *v as f32;
-            }
-        }
-        // Black is exactly black.
-        pq[0][0] = 0.0;
+        let pq = pq_coefficients(cap);
         let (tone_base, tone_n) = log_bins(TONE_LO, TONE_HI, TONE_SHIFT);
         let tone: Box<[f32]> = (0..tone_n)
             .map(|i| p.tone.apply(bin_centre(tone_base, TONE_SHIFT, i)) as f32)
@@ -618,6 +687,36 @@ impl MaxTables {
         }
     }
 
+    /// Stage 2 over the first `full` pixels of the chunk buffers, in place.
+    #[target_feature(enable = "avx2,fma")]
+    fn tone_pass<const DESAT: bool, const RATIONAL: bool>(
+        &self,
+        k: &Kernel,
+        buf: &mut [[f32; BAND_CHUNK]; 3],
+        full: usize,
+    ) {
+        use std::arch::x86_64::*;
+        assert!(full <= BAND_CHUNK);
+        let mut i = 0;
+        while i < full {
+            // SAFETY: i + 8 <= full <= BAND_CHUNK, the length of each buffer.
+            unsafe {
+                let v = k.stage_tone::<DESAT, RATIONAL>(
+                    self,
+                    [
+                        _mm256_loadu_ps(buf[0].as_ptr().add(i)),
+                        _mm256_loadu_ps(buf[1].as_ptr().add(i)),
+                        _mm256_loadu_ps(buf[2].as_ptr().add(i)),
+                    ],
+                );
+                _mm256_storeu_ps(buf[0].as_mut_ptr().add(i), v[0]);
+                _mm256_storeu_ps(buf[1].as_mut_ptr().add(i), v[1]);
+                _mm256_storeu_ps(buf[2].as_mut_ptr().add(i), v[2]);
+            }
+            i += 8;
+        }
+    }
+
     /// The pixel kernel over one chunk (n <= BAND_CHUNK): three short passes (each pass's
     /// iterations are independent and short, so the out-of-order core overlaps several; one
     /// chain per 8 pixels through all three stages is ~110 cycles of latency, longer than the
@@ -663,23 +762,13 @@ impl MaxTables {
             }
             i += 8;
         }
-        let mut i = 0;
-        while i < full {
-            // SAFETY: i + 8 <= full <= n <= BAND_CHUNK; oy/ocb/ocr hold n elements.
-            unsafe {
-                let v = k.stage_tone(
-                    self,
-                    [
-                        _mm256_loadu_ps(buf[0].as_ptr().add(i)),
-                        _mm256_loadu_ps(buf[1].as_ptr().add(i)),
-                        _mm256_loadu_ps(buf[2].as_ptr().add(i)),
-                    ],
-                );
-                _mm256_storeu_ps(buf[0].as_mut_ptr().add(i), v[0]);
-                _mm256_storeu_ps(buf[1].as_mut_ptr().add(i), v[1]);
-                _mm256_storeu_ps(buf[2].as_mut_ptr().add(i), v[2]);
-            }
-            i += 8;
+        // The desaturation and curve-kind tests are hoisted out of the loop (the compiler
+        // kept them per iteration).
+        match (self.desat > 0.0, self.rational.is_some()) {
+            (true, true) => self.tone_pass::<true, true>(k, buf, full),
+            (true, false) => self.tone_pass::<true, false>(k, buf, full),
+            (false, true) => self.tone_pass::<false, true>(k, buf, full),
+            (false, false) => self.tone_pass::<false, false>(k, buf, full),
         }
         // Separate passes measured faster than one fused tone + output pass (33 against
         // 37 ms CPU per 4K frame).
@@ -954,7 +1043,7 @@ impl Kernel {
     /// Stage 2: BT.709 primaries, desaturation, the curve: display-linear R, G, B.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn stage_tone(
+    fn stage_tone<const DESAT: bool, const RATIONAL: bool>(
         &self,
         t: &MaxTables,
         [r, g, b]: [std::arch::x86_64::__m256; 3],
@@ -979,7 +1068,7 @@ impl Kernel {
         );
         let tiny = set(1e-6);
         let two = set(2.0);
-        if t.desat > 0.0 {
+        if DESAT {
             let l = _mm256_fmadd_ps(
                 set(BT2020_LUMA[2] as f32),
                 b7,
@@ -998,15 +1087,21 @@ impl Kernel {
             b7 = _mm256_fmadd_ps(ob, _mm256_sub_ps(l, b7), b7);
         }
         let sig = _mm256_max_ps(_mm256_max_ps(r7, g7), _mm256_max_ps(b7, tiny));
-        let f = match t.rational {
+        // k = f(sig) / sig with one reciprocal estimate and one Newton step (~1e-7 relative;
+        // a divide costs more here). The rational curve folds both divisions into one:
+        // (mul * num / den + add) / sig = (mul * num + add * den) / (den * sig).
+        let recip = |d: __m256| {
+            let r0 = _mm256_rcp_ps(d);
+            _mm256_mul_ps(r0, _mm256_fnmadd_ps(d, r0, two))
+        };
+        let k = match t.rational.filter(|_| RATIONAL) {
             Some(q) => {
                 let num = _mm256_fmadd_ps(_mm256_fmadd_ps(set(q.a), sig, set(q.b)), sig, set(q.c));
                 let den = _mm256_fmadd_ps(_mm256_fmadd_ps(set(q.d), sig, set(q.e)), sig, set(q.g));
-                let d0 = _mm256_rcp_ps(den);
-                let d1 = _mm256_mul_ps(d0, _mm256_fnmadd_ps(den, d0, two));
-                let f = _mm256_fmadd_ps(_mm256_mul_ps(num, d1), set(q.mul), set(q.add));
+                let top = _mm256_fmadd_ps(num, set(q.mul), _mm256_mul_ps(den, set(q.add)));
+                let k = _mm256_mul_ps(top, recip(_mm256_mul_ps(den, sig)));
                 let id = _mm256_cmp_ps::<_CMP_LE_OQ>(sig, set(q.ident));
-                _mm256_blendv_ps(f, sig, id)
+                _mm256_blendv_ps(k, set(1.0), id)
             }
             None => {
                 let ti = _mm256_srai_epi32::<{ TONE_SHIFT as i32 }>(_mm256_sub_epi32(
@@ -1019,14 +1114,10 @@ impl Kernel {
                 );
                 assert!(t.tone.len() == t.tone_last as usize + 1);
                 // SAFETY: 0 <= ti <= tone_last < tone.len().
-                unsafe { _mm256_i32gather_ps::<4>(t.tone.as_ptr(), ti) }
+                let f = unsafe { _mm256_i32gather_ps::<4>(t.tone.as_ptr(), ti) };
+                _mm256_mul_ps(f, recip(sig))
             }
         };
-        // f / sig with a reciprocal estimate and one Newton step (~1e-7 relative; a divide
-        // costs more here).
-        let r0 = _mm256_rcp_ps(sig);
-        let r1 = _mm256_mul_ps(r0, _mm256_fnmadd_ps(sig, r0, two));
-        let k = _mm256_mul_ps(f, r1);
         [
             _mm256_mul_ps(r7, k),
             _mm256_mul_ps(g7, k),
@@ -1182,5 +1273,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The generic path's PQ EOTF polynomial against the f64 EOTF over 0..1.99, E' = 1..1.42
+    /// (the steep part, chroma overshoot) included; AVX2 pass and scalar tail agree.
+    #[test]
+    fn pq_poly_matches_eotf() {
+        let pq = PqPoly::new();
+        let n = 2003; // not a multiple of 8
+        let e: Vec<f32> = (0..n).map(|i| i as f32 * 1.99 / (n - 1) as f32).collect();
+        let mut v = e.clone();
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: AVX2 and FMA were detected above.
+            unsafe { pq.pass_avx2(&mut v) };
+        } else {
+            v.iter_mut().for_each(|x| *x = pq.eval(*x));
+        }
+        // sqrt(L) is what the segments fit: below 100 nits its absolute error (3e-4 of
+        // sqrt(L) is < 0.15 of an output code, as in the fused kernel); above, the relative
+        // error (the steep part where a nearest-entry table was 1e-3 off).
+        let (mut worst_sqrt, mut worst_rel) = (0f64, 0f64);
+        for (x, (&ei, &got)) in e.iter().zip(&v).enumerate() {
+            let want = (pq_eotf(ei as f64) / REFERENCE_WHITE).min(LIN_MAX);
+            let model = pq.eval(ei);
+            assert!(
+                (got - model).abs() <= 1e-6 * model + 1e-9,
+                "x={x}: AVX2 pass {got}, scalar model {model}"
+            );
+            if want >= 1.0 {
+                worst_rel = worst_rel.max((got as f64 / want - 1.0).abs());
+            } else {
+                worst_sqrt = worst_sqrt.max(((got as f64).sqrt() - want.sqrt()).abs());
+            }
+        }
+        assert!(
+            worst_sqrt < 3e-4 && worst_rel < 1e-4,
+            "sqrt error {worst_sqrt:e}, relative error above 100 nits {worst_rel:e}"
+        );
     }
 }
