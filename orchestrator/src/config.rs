@@ -49,6 +49,9 @@ pub struct Args {
     /// Run this many workers inside this process (a one-machine cluster).
     #[arg(long, env = "LOCAL_WORKERS", default_value_t = 0)]
     pub local_workers: u32,
+    /// Instead of running the orchestrator, ask a running one (admin commands).
+    #[command(subcommand)]
+    pub admin: Option<crate::admin::Admin>,
 }
 
 /// TLS files.

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-/// What can stop the orchestrator from starting.
+/// What can stop the orchestrator from starting, or an admin command from completing.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot listen on {addr}: {source}")]
@@ -14,4 +14,7 @@ pub enum Error {
     Config(String),
     #[error("TLS: {0}")]
     Tls(String),
+    /// An admin call to a running orchestrator failed (unreachable, refused, unknown worker).
+    #[error("{0}")]
+    Rpc(String),
 }

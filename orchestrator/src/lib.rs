@@ -1,6 +1,7 @@
 //! clusterplex-orchestrator: accepts jobs from shims over gRPC, places them on registered
 //! workers, relays their events back, and exports ClusterPlex's metrics over HTTP.
 
+pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod error;

@@ -14,6 +14,18 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    if let Some(cmd) = &args.admin {
+        return match clusterplex_orchestrator::admin::run(cmd).await {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("clusterplex-orchestrator: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(&args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
