@@ -728,6 +728,27 @@ pub enum Segmenting {
     },
 }
 
+impl Segmenting {
+    /// DASH with `-seg_duration` and `-skip_to_segment`/start number, everything else as
+    /// FFmpeg's defaults.
+    pub fn dash(seg_duration: f64, start_number: u64) -> Self {
+        Segmenting::Dash {
+            seg_duration,
+            start_number,
+            init_seg_name: None,
+            media_seg_name: None,
+            manifest_target: None,
+            window_size: None,
+            use_template: None,
+            use_timeline: None,
+            single_file: false,
+            time_delta: None,
+            delete_removed: None,
+            break_non_keyframes: false,
+        }
+    }
+}
+
 /// One output file (or segmented output set).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -1163,20 +1184,7 @@ mod tests {
         input.seek = Some(30.0);
         job.inputs.push(input);
         let mut out = Output::new("dash", Some("dash"));
-        out.segmenting = Some(Segmenting::Dash {
-            seg_duration: 4.0,
-            start_number: 8,
-            init_seg_name: None,
-            media_seg_name: None,
-            manifest_target: None,
-            window_size: None,
-            use_template: None,
-            use_timeline: None,
-            single_file: false,
-            time_delta: None,
-            delete_removed: None,
-            break_non_keyframes: false,
-        });
+        out.segmenting = Some(Segmenting::dash(4.0, 8));
         job.outputs.push(out);
         job.plex.skip_to_segment = Some(8);
 

@@ -1072,20 +1072,7 @@ mod tests {
 
     fn dash_job(start: u64) -> Job {
         let mut o = Output::new("/t/s.mpd", Some("dash"));
-        o.segmenting = Some(Segmenting::Dash {
-            seg_duration: 2.0,
-            start_number: start,
-            init_seg_name: None,
-            media_seg_name: None,
-            manifest_target: None,
-            window_size: None,
-            use_template: None,
-            use_timeline: None,
-            single_file: false,
-            time_delta: None,
-            delete_removed: None,
-            break_non_keyframes: false,
-        });
+        o.segmenting = Some(Segmenting::dash(2.0, start));
         Job {
             inputs: vec![Input::new("/m/a.mkv")],
             outputs: vec![o],

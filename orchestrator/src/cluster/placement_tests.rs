@@ -26,20 +26,7 @@ fn worker(c: &Arc<Cluster>, id: &str, encoders: &[&str], slots: u32) -> (u64, Wo
 /// A DASH job (1 s segments from number 1) encoding with `encoder`.
 fn job(encoder: &str) -> Job {
     let mut o = Output::new("/t/s.mpd", Some("dash"));
-    o.segmenting = Some(Segmenting::Dash {
-        seg_duration: 1.0,
-        start_number: 1,
-        init_seg_name: None,
-        media_seg_name: None,
-        manifest_target: None,
-        window_size: None,
-        use_template: None,
-        use_timeline: None,
-        single_file: false,
-        time_delta: None,
-        delete_removed: None,
-        break_non_keyframes: false,
-    });
+    o.segmenting = Some(Segmenting::dash(1.0, 1));
     o.streams.push(ByStream::new(
         StreamSpecifier::all(),
         StreamSettings {

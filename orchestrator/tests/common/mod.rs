@@ -141,37 +141,15 @@ pub fn transcode_job(input: &Path, out_dir: &Path, out: &str, realtime: bool) ->
 /// A DASH job (1 s segments from number 1, libx264 ultrafast) writing `dir/session.mpd`, its
 /// input read at native rate so that it lasts as long as the clip.
 pub fn dash_job(input: &Path, dir: &Path) -> Job {
-    let mut i = Input::new(input.to_str().unwrap());
-    i.realtime = true;
-    let mut o = Output::new(dir.join("session.mpd").to_str().unwrap(), Some("dash"));
-    o.segmenting = Some(Segmenting::Dash {
-        seg_duration: 1.0,
-        start_number: 1,
-        init_seg_name: None,
-        media_seg_name: None,
-        manifest_target: None,
-        window_size: None,
-        use_template: None,
-        use_timeline: None,
-        single_file: false,
-        time_delta: None,
-        delete_removed: Some(false),
-        break_non_keyframes: false,
-    });
-    o.streams.push(ByStream::new(
-        StreamSpecifier::all(),
-        StreamSettings {
-            codec: Some(CodecChoice::Encoder("libx264".into())),
-            preset: Some("ultrafast".into()),
-            ..Default::default()
-        },
-    ));
-    Job {
-        inputs: vec![i],
-        outputs: vec![o],
-        working_dir: Some(dir.to_path_buf()),
-        ..Default::default()
+    let mut job = transcode_job(input, dir, dir.join("session.mpd").to_str().unwrap(), true);
+    let o = &mut job.outputs[0];
+    o.format = Some("dash".into());
+    let mut seg = Segmenting::dash(1.0, 1);
+    if let Segmenting::Dash { delete_removed, .. } = &mut seg {
+        *delete_removed = Some(false);
     }
+    o.segmenting = Some(seg);
+    job
 }
 
 /// Media segment numbers on disk (`chunk-stream0-00003.m4s` -> 3), sorted.
