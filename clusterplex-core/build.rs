@@ -3,6 +3,9 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/clusterplex.proto");
-    tonic_prost_build::configure().compile_protos(&["proto/clusterplex.proto"], &["proto"])?;
+    tonic_prost_build::configure()
+        // Small call buffers: see `rpc::LeanCodec`.
+        .codec_path("crate::rpc::LeanCodec")
+        .compile_protos(&["proto/clusterplex.proto"], &["proto"])?;
     Ok(())
 }

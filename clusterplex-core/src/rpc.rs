@@ -30,6 +30,49 @@ pub use pb::{
     worker_service_server::WorkerServiceServer,
 };
 
+/// The prost codec with small per-call buffers. tonic's default starts every call's encode and
+/// decode buffers at 8 KiB; the orchestrator holds one long-lived call per worker and one per
+/// running job, whose messages are a few hundred bytes, so at 1000 workers the defaults alone
+/// cost several MiB of resident memory. Buffers still grow, in steps of this size, for larger
+/// messages (a submitted `Job`).
+#[derive(Debug, Clone)]
+pub struct LeanCodec<T, U>(std::marker::PhantomData<(T, U)>);
+
+/// Initial size and growth step of [`LeanCodec`]'s buffers.
+const LEAN_CODEC_BUFFER: usize = 1024;
+
+impl<T, U> Default for LeanCodec<T, U> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<T, U> tonic::codec::Codec for LeanCodec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = tonic_prost::ProstEncoder<T>;
+    type Decoder = tonic_prost::ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        tonic_prost::ProstCodec::<T, U>::raw_encoder(Self::settings())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstCodec::<T, U>::raw_decoder(Self::settings())
+    }
+}
+
+impl<T, U> LeanCodec<T, U> {
+    fn settings() -> tonic::codec::BufferSettings {
+        // Yield threshold as tonic's default: it bounds batching of streamed messages, not memory.
+        tonic::codec::BufferSettings::new(LEAN_CODEC_BUFFER, 32 * 1024)
+    }
+}
+
 /// Version of the wire protocol. Bumped on any incompatible change; 0 means "not sent".
 /// Workers with another version are refused at register with `FAILED_PRECONDITION`.
 pub const PROTOCOL_VERSION: u32 = 1;
