@@ -42,36 +42,11 @@ fn args(input: &Path) -> Vec<String> {
             "-nostats",
             "-loglevel",
             "quiet",
-            "-map",
-            "0:0",
-            "-codec:0",
-            "copy",
-            "-map",
-            "0:1",
-            "-codec:1",
-            "aac",
-            "-b:1",
-            "128k",
-            "-f",
-            "dash",
-            "-seg_duration",
-            "2",
-            "-dash_segment_type",
-            "mp4",
-            "-init_seg_name",
-            "init-stream$RepresentationID$.m4s",
-            "-media_seg_name",
-            "chunk-stream$RepresentationID$-$Number%05d$.m4s",
-            "-window_size",
-            "5",
-            "-skip_to_segment",
-            "1",
-            "-avoid_negative_ts",
-            "disabled",
-            "dash",
         ]
         .map(String::from),
     );
+    a.extend(clusterplex_testkit::plex_dash_outputs(&["copy"], 1));
+    a.push("dash".into());
     a
 }
 

@@ -153,43 +153,9 @@ fn plex_dash(src: &Path, dir: &Path, encode_video: bool) -> Job {
     } else {
         &["copy"]
     };
-    let mut args = strings(&[
-        "-i",
-        &src.to_string_lossy(),
-        "-start_at_zero",
-        "-copyts",
-        "-map",
-        "0:0",
-        "-codec:0",
-    ]);
-    args.extend(strings(video));
-    args.extend(strings(&[
-        "-map",
-        "0:1",
-        "-codec:1",
-        "aac",
-        "-b:1",
-        "128k",
-        "-f",
-        "dash",
-        "-seg_duration",
-        "2",
-        "-dash_segment_type",
-        "mp4",
-        "-init_seg_name",
-        "init-stream$RepresentationID$.m4s",
-        "-media_seg_name",
-        "chunk-stream$RepresentationID$-$Number%05d$.m4s",
-        "-window_size",
-        "5",
-        "-delete_removed",
-        "false",
-        "-skip_to_segment",
-        "1",
-        "-avoid_negative_ts",
-        "disabled",
-        "dash",
-    ]));
+    let mut args = strings(&["-i", &src.to_string_lossy(), "-start_at_zero", "-copyts"]);
+    args.extend(tk::plex_dash_outputs(video, 1));
+    args.push("dash".into());
     let mut job = parse_args(&args).unwrap().job;
     job.working_dir = Some(dir.to_path_buf());
     job

@@ -727,7 +727,6 @@ pub fn plex_dash_args(
     let input = input.to_string_lossy();
     let progress = format!("{base}/progress");
     let manifest = format!("{base}/manifest?X-Plex-Http-Pipeline=infinite");
-    let skip = skip_to_segment.to_string();
     push(&[
         "-noaccurate_seek",
         "-analyzeduration",
@@ -748,44 +747,25 @@ pub fn plex_dash_args(
         "error",
         "-progressurl",
         &progress,
-        "-map",
-        "0:0",
-        "-codec:0",
-        "copy",
-        "-map",
-        "0:1",
-        "-metadata:s:1",
-        "language=eng",
-        "-codec:1",
-        "aac",
-        "-b:1",
-        "128k",
-        "-f",
-        "dash",
-        "-seg_duration",
-        "2",
-        "-dash_segment_type",
-        "mp4",
-        "-init_seg_name",
-        "init-stream$RepresentationID$.m4s",
-        "-media_seg_name",
-        "chunk-stream$RepresentationID$-$Number%05d$.m4s",
-        "-window_size",
-        "5",
-        "-delete_removed",
-        "false",
-        "-skip_to_segment",
-        &skip,
-        "-manifest_name",
-        &manifest,
-        "-avoid_negative_ts",
-        "disabled",
-        "-map_metadata",
-        "-1",
-        "-map_chapters",
-        "-1",
-        "dash",
     ]);
+    a.extend(clusterplex_testkit::plex_dash_outputs(
+        &["copy"],
+        skip_to_segment,
+    ));
+    a.extend(
+        [
+            "-metadata:s:1",
+            "language=eng",
+            "-manifest_name",
+            &manifest,
+            "-map_metadata",
+            "-1",
+            "-map_chapters",
+            "-1",
+            "dash",
+        ]
+        .map(String::from),
+    );
     a
 }
 

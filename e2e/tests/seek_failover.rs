@@ -48,6 +48,32 @@ async fn running_job(cluster: &Cluster) -> clusterplex_core::rpc::pb::JobInfo {
     }
 }
 
+/// Starts the shim for `session` in `mode` on `args`, waits until the session's second chunk
+/// is written, and returns the shim and the one job the orchestrator placed for it.
+async fn shim_until_second_chunk(
+    cluster: &Cluster,
+    install: &Install,
+    pms: &Pms,
+    session: &std::path::Path,
+    mode: &str,
+    args: &[String],
+) -> (tokio::process::Child, clusterplex_core::rpc::pb::JobInfo) {
+    let child = install
+        .shim(&cluster.url(), pms.port, session, mode, args)
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_file(
+            &session.join("chunk-stream0-00002.m4s"),
+            Duration::from_secs(30)
+        )
+        .await,
+        "no second segment\n{}",
+        cluster.log_tails()
+    );
+    (child, running_job(cluster).await)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seek_cancels_the_old_job_and_resumes_on_the_same_worker() {
     let cluster = Cluster::start(ClusterOpts::default()).await;
@@ -58,26 +84,15 @@ async fn seek_cancels_the_old_job_and_resumes_on_the_same_worker() {
 
     // Playback from the start, in real time so that it is still running when the user seeks.
     let pms1 = Pms::start(&session);
-    let first = install
-        .shim(
-            &cluster.url(),
-            pms1.port,
-            &session,
-            "remote",
-            &plex_dash_args(&input, &base, 1, None, true),
-        )
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_file(
-            &session.join("chunk-stream0-00002.m4s"),
-            Duration::from_secs(30)
-        )
-        .await,
-        "the first job wrote no second segment\n{}",
-        cluster.log_tails()
-    );
-    let old = running_job(&cluster).await;
+    let (first, old) = shim_until_second_chunk(
+        &cluster,
+        &install,
+        &pms1,
+        &session,
+        "remote",
+        &plex_dash_args(&input, &base, 1, None, true),
+    )
+    .await;
 
     // The seek: PMS kills its transcoder and starts another for the same session at segment 4
     // (`-ss (N-1) x seg_duration`).
@@ -189,20 +204,8 @@ async fn failover_session(key: &str, encode_video: bool) {
         );
     }
     // `remote` mode: a local fallback must not be what completes the session.
-    let child = install
-        .shim(&cluster.url(), pms.port, &session, "remote", &args)
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_file(
-            &session.join("chunk-stream0-00002.m4s"),
-            Duration::from_secs(30)
-        )
-        .await,
-        "no second segment\n{}",
-        cluster.log_tails()
-    );
-    let job = running_job(&cluster).await;
+    let (child, job) =
+        shim_until_second_chunk(&cluster, &install, &pms, &session, "remote", &args).await;
     // What PMS had heard before the kill, and when the kill came.
     let size_before = max_size(&pms.recording());
     let killed_at = std::time::SystemTime::now();
@@ -326,20 +329,8 @@ async fn both_mode_continues_locally_when_no_worker_is_left() {
     let install = Install::with_engine();
     let pms = Pms::start(&session);
     let args = plex_dash_args(&input, &base, 1, None, true);
-    let child = install
-        .shim(&cluster.url(), pms.port, &session, "both", &args)
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_file(
-            &session.join("chunk-stream0-00002.m4s"),
-            Duration::from_secs(30)
-        )
-        .await,
-        "no second segment\n{}",
-        cluster.log_tails()
-    );
-    let job = running_job(&cluster).await;
+    let (child, job) =
+        shim_until_second_chunk(&cluster, &install, &pms, &session, "both", &args).await;
     assert!(cluster.kill_worker(&job.worker_id), "{job:?}");
     let done = finish(child, Duration::from_secs(90)).await;
     assert_eq!(done.code, 0, "{}\n{}", done.stderr, cluster.log_tails());

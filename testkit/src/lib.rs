@@ -599,3 +599,41 @@ pub fn srt_file() -> PathBuf {
     }
     path
 }
+
+/// The output half of Plex's DASH playback argv (as PMS 1.40 sends it for a direct-stream
+/// session): video stream 0 with `video` as its codec options (`["copy"]` or an encoder and its
+/// options), audio stream 1 as AAC 128k, 2 s DASH segments with Plex's names, a window of 5
+/// that keeps every chunk, starting at chunk `skip_to_segment`. Callers add their own input
+/// options before it and any extra output options plus the target (`dash`) after it.
+pub fn plex_dash_outputs(video: &[&str], skip_to_segment: u64) -> Vec<String> {
+    let skip = skip_to_segment.to_string();
+    let mut a: Vec<&str> = vec!["-map", "0:0", "-codec:0"];
+    a.extend_from_slice(video);
+    a.extend_from_slice(&[
+        "-map",
+        "0:1",
+        "-codec:1",
+        "aac",
+        "-b:1",
+        "128k",
+        "-f",
+        "dash",
+        "-seg_duration",
+        "2",
+        "-dash_segment_type",
+        "mp4",
+        "-init_seg_name",
+        "init-stream$RepresentationID$.m4s",
+        "-media_seg_name",
+        "chunk-stream$RepresentationID$-$Number%05d$.m4s",
+        "-window_size",
+        "5",
+        "-delete_removed",
+        "false",
+        "-skip_to_segment",
+        &skip,
+        "-avoid_negative_ts",
+        "disabled",
+    ]);
+    a.into_iter().map(String::from).collect()
+}
