@@ -286,6 +286,31 @@ impl JobService for TestService {
     }
 }
 
+/// Waits (up to 10 s) until the fake orchestrator got exactly one job.
+async fn wait_submitted(seen: &Mutex<Seen>) {
+    for _ in 0..400 {
+        if !seen.lock().unwrap().jobs.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(seen.lock().unwrap().jobs.len(), 1, "job never submitted");
+}
+
+/// Waits (up to 2 s) until the shim cancelled its call, and fails the test if it never did.
+async fn wait_cancelled(seen: &Mutex<Seen>) {
+    for _ in 0..200 {
+        if seen.lock().unwrap().cancelled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        seen.lock().unwrap().cancelled,
+        "the remote job was not cancelled"
+    );
+}
+
 async fn server(script: Script) -> (String, Arc<Mutex<Seen>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -574,26 +599,11 @@ async fn signal_cancels_the_remote_job() {
             .spawn()
             .unwrap();
         let pid = child.id().unwrap();
-        for _ in 0..400 {
-            if !seen.lock().unwrap().jobs.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        assert_eq!(seen.lock().unwrap().jobs.len(), 1, "job never submitted");
+        wait_submitted(&seen).await;
         kill(pid, sig).await;
         let done = finish(child).await;
         assert_eq!(done.code, code, "{}", done.stderr);
-        for _ in 0..200 {
-            if seen.lock().unwrap().cancelled {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(
-            seen.lock().unwrap().cancelled,
-            "the remote job was not cancelled"
-        );
+        wait_cancelled(&seen).await;
         assert!(inst.recorded_argv().is_none());
     }
 }
@@ -736,29 +746,14 @@ async fn q_on_stdin_stops_a_remote_job_with_exit_0() {
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
-    for _ in 0..400 {
-        if !seen.lock().unwrap().jobs.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(seen.lock().unwrap().jobs.len(), 1, "job never submitted");
+    wait_submitted(&seen).await;
     use tokio::io::AsyncWriteExt;
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"q\n").await.unwrap();
     stdin.flush().await.unwrap();
     let done = finish(child).await;
     assert_eq!(done.code, 0, "{}", done.stderr);
-    for _ in 0..200 {
-        if seen.lock().unwrap().cancelled {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(
-        seen.lock().unwrap().cancelled,
-        "the remote job was not stopped"
-    );
+    wait_cancelled(&seen).await;
     assert!(inst.recorded_argv().is_none());
 }
 
