@@ -641,6 +641,35 @@ fn corrupt_input_does_not_panic() {
     }
 }
 
+/// A full disk (`/dev/full` fails every write with ENOSPC) is a mux error that names the
+/// output and the cause, and it stops the job at the first failed write instead of transcoding
+/// the rest of the input into nothing.
+#[test]
+fn full_disk_is_a_clear_mux_error_and_stops_the_job() {
+    let src = tk::h264_aac(640, 360, 8.0);
+    // Header-time failure (mp4 writes `ftyp` first) and mid-stream failure (mpegts).
+    for (format, video) in [("mp4", copy()), ("mpegts", enc("libx264"))] {
+        let mut out = Output::new("/dev/full", Some(format));
+        out.streams.push(set("v", video));
+        let (r, evs) = run(&job(&src, out));
+        let e = r.expect_err("writing to a full disk must fail");
+        let msg = e.to_string();
+        assert_eq!(e.stage(), "mux", "{format}: {msg}");
+        assert!(
+            msg.contains("No space left on device") && msg.contains("/dev/full"),
+            "{format}: {msg}"
+        );
+        let reached = evs
+            .iter()
+            .filter_map(|e| match e {
+                JobEvent::Progress(p) => Some(p.out_time),
+                _ => None,
+            })
+            .fold(0.0, f64::max);
+        assert!(reached < 4.0, "{format}: ran on to {reached} s of 8");
+    }
+}
+
 #[test]
 fn unknown_encoder_is_named() {
     let src = tk::h264_aac(320, 180, 2.0);
