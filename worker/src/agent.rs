@@ -248,7 +248,7 @@ pub fn spawn_local_workers(
 type Running = Arc<Mutex<HashMap<String, CancelToken>>>;
 
 /// Runs the agent forever: connect, register, serve; on any failure wait (1 s doubling to
-/// 30 s, reset after a healthy connection) and connect again.
+/// 30 s, reset after a healthy connection, each wait jittered) and connect again.
 pub async fn run_agent(cfg: AgentConfig, runner: Arc<dyn JobRunner>) {
     let running: Running = Arc::default();
     // Job events from job threads; one agent-wide queue so events survive a reconnect.
@@ -264,9 +264,19 @@ pub async fn run_agent(cfg: AgentConfig, runner: Arc<dyn JobRunner>) {
         if started.elapsed() > Duration::from_secs(30) {
             backoff = Duration::from_secs(1);
         }
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(jittered(backoff)).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
+}
+
+/// A random wait between half of `d` and `d`, so that workers which lost the orchestrator
+/// together (it restarted) do not all reconnect in the same instant.
+fn jittered(d: Duration) -> Duration {
+    use std::hash::BuildHasher;
+    // RandomState is seeded per process and per call: random enough to spread reconnects,
+    // without a random-number crate.
+    let r = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    d.mul_f64(0.5 + (r % 1024) as f64 / 2048.0)
 }
 
 fn worker_msg(msg: pb::worker_message::Msg) -> pb::WorkerMessage {
@@ -498,5 +508,19 @@ fn start_job(
         });
     if let Err(e) = spawned {
         tracing::error!("cannot start a job thread: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_waits_are_spread_between_half_and_all_of_the_backoff() {
+        let d = Duration::from_secs(8);
+        let waits: Vec<Duration> = (0..200).map(|_| jittered(d)).collect();
+        assert!(waits.iter().all(|w| *w >= d / 2 && *w <= d), "{waits:?}");
+        let distinct: std::collections::HashSet<_> = waits.iter().collect();
+        assert!(distinct.len() > 50, "not spread: {distinct:?}");
     }
 }
