@@ -2,6 +2,7 @@
 //! selection, the load and capability model, configuration and the gRPC protocol. No FFI.
 
 pub mod capability;
+pub mod conn;
 pub mod error;
 pub mod events;
 pub mod job;

@@ -1,10 +1,8 @@
 //! `clusterplex-orchestrator workers | jobs | drain`: the job service's admin calls from a shell,
 //! so taking a node out for maintenance needs no gRPC tooling.
 
-use std::{path::PathBuf, time::Duration};
-
-use clap::{Args, Subcommand};
-use clusterplex_core::rpc::{self, pb};
+use clap::Subcommand;
+use clusterplex_core::{conn::OrchestratorConn as Conn, rpc::pb};
 
 use crate::error::Error;
 
@@ -29,27 +27,6 @@ pub enum Admin {
     },
 }
 
-/// How an admin command reaches a running orchestrator.
-#[derive(Debug, Clone, Args)]
-pub struct Conn {
-    /// gRPC address of the orchestrator.
-    #[arg(
-        long,
-        env = "ORCHESTRATOR_URL",
-        default_value = "http://localhost:3500"
-    )]
-    pub orchestrator_url: String,
-    /// Shared token (`authorization: Bearer <token>`).
-    #[arg(long, env = "CLUSTERPLEX_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// CA (PEM) for an `https://` orchestrator URL.
-    #[arg(long, env = "CLUSTERPLEX_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// Connect timeout in milliseconds.
-    #[arg(long, env = "CLUSTERPLEX_CONNECT_TIMEOUT_MS", default_value_t = 2000)]
-    pub connect_timeout_ms: u64,
-}
-
 fn rpc_error(s: tonic::Status) -> Error {
     Error::Rpc(format!("{:?}: {}", s.code(), s.message()))
 }
@@ -59,14 +36,7 @@ pub async fn run(cmd: &Admin) -> Result<String, Error> {
     let conn = match cmd {
         Admin::Workers(c) | Admin::Jobs(c) | Admin::Drain { conn: c, .. } => c,
     };
-    let mut client = rpc::job_client_tls(
-        &conn.orchestrator_url,
-        conn.token.as_deref().filter(|t| !t.is_empty()),
-        Duration::from_millis(conn.connect_timeout_ms),
-        conn.tls_ca.as_deref(),
-    )
-    .await
-    .map_err(rpc_error)?;
+    let mut client = conn.job_client().await.map_err(rpc_error)?;
     match cmd {
         Admin::Workers(_) => {
             let ws = client

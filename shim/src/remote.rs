@@ -80,14 +80,7 @@ fn poster_identity() -> (String, String) {
 }
 
 async fn submit(settings: &Settings, plan: &Plan) -> RemoteOutcome {
-    let mut client = match rpc::job_client_tls(
-        &settings.orchestrator_url,
-        settings.token.as_deref(),
-        settings.connect_timeout(),
-        settings.tls_ca.as_deref(),
-    )
-    .await
-    {
+    let mut client = match settings.conn.job_client().await {
         Ok(c) => c,
         Err(e) => return RemoteOutcome::Unreachable(e.message().to_string()),
     };
@@ -104,22 +97,25 @@ async fn submit(settings: &Settings, plan: &Plan) -> RemoteOutcome {
         Ok(n) => n,
         Err(e) => return RemoteOutcome::Rejected(e.message().to_string()),
     };
-    let mut stream = match tokio::time::timeout(settings.connect_timeout(), client.submit(request))
-        .await
-    {
-        Err(_) => {
-            return RemoteOutcome::Unreachable(
-                "no answer to Submit within the connect timeout".into(),
-            );
-        }
-        Ok(Err(status)) => {
-            return match status.code() {
-                tonic::Code::Unavailable => RemoteOutcome::Unreachable(status.message().into()),
-                _ => RemoteOutcome::Rejected(format!("{:?}: {}", status.code(), status.message())),
-            };
-        }
-        Ok(Ok(resp)) => resp.into_inner(),
-    };
+    let mut stream =
+        match tokio::time::timeout(settings.conn.connect_timeout(), client.submit(request)).await {
+            Err(_) => {
+                return RemoteOutcome::Unreachable(
+                    "no answer to Submit within the connect timeout".into(),
+                );
+            }
+            Ok(Err(status)) => {
+                return match status.code() {
+                    tonic::Code::Unavailable => RemoteOutcome::Unreachable(status.message().into()),
+                    _ => RemoteOutcome::Rejected(format!(
+                        "{:?}: {}",
+                        status.code(),
+                        status.message()
+                    )),
+                };
+            }
+            Ok(Ok(resp)) => resp.into_inner(),
+        };
     let mut worker = String::new();
     let mut started = false;
     // ffmpeg prints stats unless told not to; Jellyfin parses them from stderr.

@@ -1,10 +1,13 @@
 //! Settings: every one an environment variable (ClusterPlex's names where one exists) and a
 //! flag of the `plan`/`run` subcommands.
 
-use std::{path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
 use clap::Args;
-use clusterplex_core::plan::{OperatingMode, PlanConfig, parse_setting_bool};
+use clusterplex_core::{
+    conn::OrchestratorConn,
+    plan::{OperatingMode, PlanConfig, parse_setting_bool},
+};
 
 fn bool_setting(name: &'static str) -> impl Fn(&str) -> Result<bool, String> + Clone {
     move |v: &str| parse_setting_bool(name, v).map_err(|e| e.to_string())
@@ -18,13 +21,9 @@ fn mode(v: &str) -> Result<OperatingMode, String> {
 /// Shim settings.
 #[derive(Debug, Clone, Args)]
 pub struct Settings {
-    /// gRPC address of the orchestrator.
-    #[arg(
-        long,
-        env = "ORCHESTRATOR_URL",
-        default_value = "http://localhost:3500"
-    )]
-    pub orchestrator_url: String,
+    /// How to reach the orchestrator (its URL, token, TLS CA and connect timeout).
+    #[command(flatten)]
+    pub conn: OrchestratorConn,
     /// Address of PMS as workers reach it; loopback callback URLs are pointed here.
     #[arg(long, env = "PMS_IP")]
     pub pms_ip: Option<String>,
@@ -60,15 +59,6 @@ pub struct Settings {
     /// Port of that relay.
     #[arg(long, env = "LOCAL_RELAY_PORT", default_value_t = 32499)]
     pub local_relay_port: u16,
-    /// Shared token for the orchestrator (sent as `authorization: Bearer <token>`).
-    #[arg(long, env = "CLUSTERPLEX_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// PEM CA certificate that an `https://` orchestrator URL is verified against.
-    #[arg(long, env = "CLUSTERPLEX_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// How long to wait for the orchestrator connection before falling back, in milliseconds.
-    #[arg(long, env = "CLUSTERPLEX_CONNECT_TIMEOUT_MS", default_value_t = 2000)]
-    pub connect_timeout_ms: u64,
     /// Also append log lines to this file.
     #[arg(long, env = "CLUSTERPLEX_SHIM_LOG_FILE")]
     pub log_file: Option<PathBuf>,
@@ -101,9 +91,5 @@ impl Settings {
     /// `TRANSCODER_PATH` + `TRANSCODER_LOCAL_NAME`.
     pub fn original_transcoder(&self) -> PathBuf {
         self.transcoder_path.join(&self.transcoder_local_name)
-    }
-
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
     }
 }

@@ -17,6 +17,7 @@ use std::{
 use clap::Parser;
 use clusterplex_core::{
     CancelToken, Capabilities, JobEvent, JobRunner,
+    conn::OrchestratorConn,
     load::{CpuTimes, parse_meminfo},
     rpc::{self, Event, PROTOCOL_VERSION, TokenInterceptor, WorkerServiceClient, pb},
 };
@@ -29,19 +30,9 @@ pub use paths::PathPolicy;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "clusterplex-worker", version, about)]
 pub struct Args {
-    /// gRPC address of the orchestrator.
-    #[arg(
-        long,
-        env = "ORCHESTRATOR_URL",
-        default_value = "http://localhost:3500"
-    )]
-    pub orchestrator_url: String,
-    /// Shared secret the orchestrator requires (`authorization: Bearer <token>`).
-    #[arg(long, env = "CLUSTERPLEX_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// CA certificate (PEM) to verify an `https://` ORCHESTRATOR_URL with.
-    #[arg(long, env = "CLUSTERPLEX_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
+    /// How to reach the orchestrator.
+    #[command(flatten)]
+    pub conn: OrchestratorConn,
     /// Port of this worker's `GET /health` (0 = off).
     #[arg(long, env = "LISTENING_PORT", default_value_t = 3501)]
     pub listening_port: u16,
@@ -78,10 +69,7 @@ pub struct Args {
 /// The agent's settings, independent of how they were given.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
-    pub orchestrator_url: String,
-    pub token: Option<String>,
-    /// CA for an `https://` orchestrator URL.
-    pub tls_ca: Option<PathBuf>,
+    pub conn: OrchestratorConn,
     pub worker_id: String,
     pub name: String,
     pub max_jobs: u32,
@@ -95,9 +83,10 @@ impl AgentConfig {
     /// A config for tests and benches: no path restrictions, fixed score.
     pub fn simple(url: &str, worker_id: &str) -> Self {
         Self {
-            orchestrator_url: url.into(),
-            token: None,
-            tls_ca: None,
+            conn: OrchestratorConn {
+                orchestrator_url: url.into(),
+                ..Default::default()
+            },
             worker_id: worker_id.into(),
             name: worker_id.into(),
             max_jobs: 1,
@@ -162,9 +151,7 @@ async fn run_from_args(args: Args) -> anyhow::Result<()> {
     };
     let paths = PathPolicy::new(&args.media_roots, &args.transcode_roots, args.allow_urls)?;
     let cfg = AgentConfig {
-        orchestrator_url: args.orchestrator_url.clone(),
-        token: args.token.clone().filter(|t| !t.is_empty()),
-        tls_ca: args.tls_ca.clone(),
+        conn: args.conn.clone(),
         worker_id: args.worker_id.clone().unwrap_or_else(|| host.clone()),
         name: args.worker_name.clone().unwrap_or(host),
         max_jobs: args.max_jobs.max(1),
@@ -234,8 +221,8 @@ pub fn spawn_local_workers(
     Ok((0..n)
         .map(|i| {
             let mut cfg = AgentConfig::simple(url, &format!("{host}-local-{i}"));
-            cfg.token = token.map(str::to_string);
-            cfg.tls_ca = tls_ca.clone();
+            cfg.conn.token = token.map(str::to_string);
+            cfg.conn.tls_ca = tls_ca.clone();
             cfg.capabilities = caps.clone();
             cfg.score = score;
             cfg.report_interval = Duration::from_secs(2);
@@ -258,8 +245,14 @@ pub async fn run_agent(cfg: AgentConfig, runner: Arc<dyn JobRunner>) {
     loop {
         let started = Instant::now();
         match connect_once(&cfg, &runner, &running, &events_tx, &events_rx).await {
-            Ok(()) => tracing::warn!(url = cfg.orchestrator_url, "orchestrator closed the stream"),
-            Err(e) => tracing::warn!(url = cfg.orchestrator_url, "orchestrator connection: {e}"),
+            Ok(()) => tracing::warn!(
+                url = cfg.conn.orchestrator_url,
+                "orchestrator closed the stream"
+            ),
+            Err(e) => tracing::warn!(
+                url = cfg.conn.orchestrator_url,
+                "orchestrator connection: {e}"
+            ),
         }
         if started.elapsed() > Duration::from_secs(30) {
             backoff = Duration::from_secs(1);
@@ -291,15 +284,13 @@ async fn connect_once(
     events_rx: &Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<pb::WorkerMessage>>>,
 ) -> anyhow::Result<()> {
     let channel = rpc::connect_channel_tls(
-        &cfg.orchestrator_url,
-        Duration::from_secs(5),
-        cfg.tls_ca.as_deref(),
+        &cfg.conn.orchestrator_url,
+        cfg.conn.connect_timeout(),
+        cfg.conn.tls_ca.as_deref(),
     )
     .await?;
-    let mut client = WorkerServiceClient::with_interceptor(
-        channel,
-        TokenInterceptor::new(cfg.token.as_deref())?,
-    );
+    let mut client =
+        WorkerServiceClient::with_interceptor(channel, TokenInterceptor::new(cfg.conn.token())?);
     let (up_tx, up_rx) = mpsc::channel::<pb::WorkerMessage>(1024);
     let running_ids: Vec<String> = lock(running).keys().cloned().collect();
     up_tx
