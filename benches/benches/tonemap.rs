@@ -3,7 +3,8 @@
 //! Criterion groups time `cpu` for every curve (and every SIMD level for hable), FFmpeg's
 //! `zscale,tonemap,zscale` chain run in-process through libavfilter on the same frames, and a
 //! streaming P010-read/NV12-write pass (the memory-bandwidth bound). A summary table at the end
-//! prints fps, the speed-up over FFmpeg and the fraction of the bandwidth bound.
+//! prints fps, the speed-up over FFmpeg and the fraction of the bandwidth bound. HLG input
+//! (the same codes read as HLG) has its own hable rows.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -33,10 +34,14 @@ fn stage(spec: &str) -> TonemapStage {
 }
 
 fn run_cpu(st: &mut TonemapStage, img: &OwnedImage, out: &mut OwnedImage) {
+    run_cpu_signal(st, img, out, Signal::pq())
+}
+
+fn run_cpu_signal(st: &mut TonemapStage, img: &OwnedImage, out: &mut OwnedImage, sig: Signal) {
     st.process_image(
         &img.src(InputLayout::P010),
         &mut out.dst(OutputFormat::Nv12),
-        Signal::pq(),
+        sig,
     )
     .expect("tonemap");
 }
@@ -181,6 +186,10 @@ fn main() {
                 b.iter(|| run_cpu(&mut st, black_box(&img), &mut out))
             });
         }
+        let mut st = stage("hable:impl=cpu:format=nv12:desat=0");
+        g.bench_function("cpu_hlg/hable", |b| {
+            b.iter(|| run_cpu_signal(&mut st, black_box(&img), &mut out, Signal::hlg()))
+        });
         for curve in ["hable", "reinhard", "mobius"] {
             let mut chain = FfChain::new(&img, curve);
             let mut pts = 0;
@@ -257,6 +266,18 @@ fn main() {
             );
             println!("{name} hable cpu simd={:6}: {cpu:7.1} fps", l.name());
         }
+        // HLG (peak 1000 nits; the same codes read as HLG).
+        let mut st = stage("hable:impl=cpu:format=nv12:desat=0");
+        let cpu = median_fps(
+            || run_cpu_signal(&mut st, &img, &mut out, Signal::hlg()),
+            10,
+            Duration::from_secs(2),
+        );
+        println!(
+            "{name} hable HLG: cpu ({}) {cpu:7.1} fps, {:4.0}% of bandwidth bound",
+            st.implementation(),
+            100.0 * cpu / bound
+        );
         if name == "1080p" {
             let mut st = stage("hable:impl=reference:format=nv12:desat=0:peak=10");
             let r = median_fps(|| run_cpu(&mut st, &img, &mut out), 1, Duration::ZERO);

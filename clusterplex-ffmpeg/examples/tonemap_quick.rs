@@ -1,19 +1,24 @@
 //! Quick iteration timer for the cpu tonemapper: `cargo run --release -p clusterplex-ffmpeg
-//! --example tonemap_quick [curve] [width] [height]`. Prints median fps (NV12 out, desat=0,
-//! peak=10). The full comparison with FFmpeg lives in `cargo bench --bench tonemap`.
+//! --example tonemap_quick [curve] [width] [height] [--hlg] [--accuracy]`. Prints median fps
+//! (NV12 out, desat=0, peak=10; PQ input, or HLG with `--hlg`). The full comparison with
+//! FFmpeg lives in `cargo bench --bench tonemap`.
 
 use std::time::Instant;
 
 use clusterplex_ffmpeg::tonemap::image::OwnedImage;
 use clusterplex_ffmpeg::tonemap::{
-    InputLayout, OutputFormat, Signal, TonemapOptions, TonemapStage,
+    InputLayout, OutputFormat, Signal, TonemapOptions, TonemapStage, Transfer,
 };
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let flag = |f: &str| std::env::args().any(|a| a == f);
+    // Positional arguments are the ones that are not flags.
+    let args: Vec<String> = std::env::args().filter(|a| !a.starts_with("--")).collect();
     let curve = args.get(1).map(String::as_str).unwrap_or("hable");
     let w: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3840);
     let h: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2160);
+    let hlg = flag("--hlg");
+    let signal = if hlg { Signal::hlg() } else { Signal::pq() };
     let img = OwnedImage::new_input(w, h, InputLayout::P010, |x, y| {
         (
             64 + (x * 876 / w) as u16,
@@ -33,21 +38,22 @@ fn main() {
         st.process_image(
             &img.src(InputLayout::P010),
             &mut out.dst(OutputFormat::Nv12),
-            Signal::pq(),
+            signal,
         )
         .expect("tonemap");
         times.push(t.elapsed().as_secs_f64());
     }
     let cpu_ms = (cpu_ticks() - cpu0) as f64 * 10.0 / times.len() as f64;
     times.sort_by(|a, b| a.total_cmp(b));
-    if std::env::args().any(|a| a == "--accuracy") {
-        accuracy(curve);
+    if flag("--accuracy") {
+        accuracy(curve, signal);
     }
     println!(
-        "{w}x{h} {curve} {}: median {:.1} fps, best {:.1} fps, {cpu_ms:.0} ms CPU/frame",
+        "{w}x{h} {curve}{} {}: median {:.1} fps, best {:.1} fps, {cpu_ms:.0} ms CPU/frame",
+        if hlg { " hlg" } else { "" },
         st.implementation(),
         1.0 / times[times.len() / 2],
-        1.0 / times[0]
+        1.0 / times[0],
     );
 }
 
@@ -77,9 +83,19 @@ fn encode_pq(rgb: [f64; 3]) -> (u16, u16, u16) {
     (q(y, 64.0, 876.0), q(cb, 512.0, 896.0), q(cr, 512.0, 896.0))
 }
 
+/// BT.2020 scene-linear RGB (0..1) -> limited-range 10-bit HLG Y'CbCr.
+fn encode_hlg(rgb: [f64; 3]) -> (u16, u16, u16) {
+    use clusterplex_ffmpeg::tonemap::math::hlg_oetf;
+    let [r, g, b] = rgb.map(hlg_oetf);
+    let y = 0.2627 * r + 0.678 * g + 0.0593 * b;
+    let (cb, cr) = ((b - y) / 1.8814, (r - y) / 1.4746);
+    let q = |v: f64, o: f64, s: f64| (o + s * v).round().clamp(0.0, 1023.0) as u16;
+    (q(y, 64.0, 876.0), q(cb, 512.0, 896.0), q(cr, 512.0, 896.0))
+}
+
 /// Y PSNR and max |dY| of `cpu` against `reference` on the bench ramp and on saturated
-/// BT.2020 hue ramps (0.1 to 10000 nits), 8-bit NV12 out.
-fn accuracy(curve: &str) {
+/// BT.2020 hue ramps (PQ: 0.1 to 10000 nits; HLG: scene light 1e-5 to 1), 8-bit NV12 out.
+fn accuracy(curve: &str, signal: Signal) {
     let (w, h) = (960, 540);
     let ramp = OwnedImage::new_input(w, h, InputLayout::P010, |x, y| {
         (
@@ -99,8 +115,14 @@ fn accuracy(curve: &str) {
             [1.0, 1.0, 1.0],
             [1.0, 0.5, 0.2],
         ][(y * 8 / h) % 8];
-        let nits = 0.1 * 1e5f64.powf(x as f64 / (w - 1) as f64);
-        encode_pq(hue.map(|c: f64| c * nits))
+        let t = x as f64 / (w - 1) as f64;
+        if signal.transfer == Transfer::Hlg {
+            let e = 1e-5 * 1e5f64.powf(t);
+            encode_hlg(hue.map(|c: f64| c * e))
+        } else {
+            let nits = 0.1 * 1e5f64.powf(t);
+            encode_pq(hue.map(|c: f64| c * nits))
+        }
     });
     for (name, img) in [("ramp", &ramp), ("hues", &hues)] {
         for desat in ["0", "2"] {
@@ -115,7 +137,7 @@ fn accuracy(curve: &str) {
                 st.process_image(
                     &img.src(InputLayout::P010),
                     &mut out.dst(OutputFormat::Nv12),
-                    Signal::pq(),
+                    signal,
                 )
                 .expect("tonemap");
                 outs.push(out);

@@ -538,3 +538,190 @@ fn cuda_matches_reference_when_gpu_present() {
         Err(e) => panic!("{e}"),
     }
 }
+
+/// Scene-linear BT.2020 RGB (0..1) as 10-bit HLG Y'CbCr codes, limited or full range.
+fn encode_hlg(rgb: [f64; 3], full: bool) -> (u16, u16, u16) {
+    let [y, cb, cr] = rgb_to_ycbcr(BT2020_LUMA, rgb.map(hlg_oetf));
+    let (yo, ys, cs) = if full {
+        (0.0, 1023.0, 1023.0)
+    } else {
+        (64.0, 876.0, 896.0)
+    };
+    let q = |v: f64| v.round().clamp(0.0, 1023.0) as u16;
+    (q(yo + ys * y), q(512.0 + cs * cb), q(512.0 + cs * cr))
+}
+
+/// The HLG counterpart of `stress_image`: a neutral ramp over every signal level on top,
+/// saturated BT.2020 primaries and secondaries from 1e-5 to 1 of scene light below.
+fn hlg_stress_image(w: usize, h: usize, layout: InputLayout, full: bool) -> OwnedImage {
+    OwnedImage::new_input(w, h, layout, |x, y| {
+        let t = x as f64 / (w - 1) as f64;
+        if y < h / 3 {
+            encode_hlg([hlg_inv_oetf(t); 3], full)
+        } else {
+            let hues = [
+                [1.0, 0.0, 0.0],
+                [0.0, 1.0, 0.0],
+                [0.0, 0.0, 1.0],
+                [1.0, 1.0, 0.0],
+                [0.0, 1.0, 1.0],
+                [1.0, 0.0, 1.0],
+            ];
+            let band = ((y - h / 3) * hues.len() / (h - h / 3)).min(hues.len() - 1);
+            let e = 1e-5 * 1e5f64.powf(t);
+            encode_hlg(hues[band].map(|c| c * e), full)
+        }
+    })
+}
+
+fn hlg_signal(full: bool) -> Signal {
+    Signal {
+        full_range: full,
+        ..Signal::hlg()
+    }
+}
+
+/// `mode=max` with every curve at every SIMD level against the reference: Y within 2 codes
+/// and 50 dB, chroma within 4 codes (as `compare_modes` asks of the cpu paths).
+fn compare_hlg_every_curve(img: &OwnedImage, layout: InputLayout, signal: Signal, extra: &str) {
+    for c in Curve::ALL {
+        let o = opts(&format!("{}:mode=max:{extra}", c.name()));
+        let r = run(Which::Reference, &o, img, layout, signal);
+        for which in all_impls()
+            .into_iter()
+            .filter(|w| matches!(w, Which::Cpu(_)))
+        {
+            let out = run(which, &o, img, layout, signal);
+            let (p, md) = psnr(&plane(&out, o.format, 0), &plane(&r, o.format, 0), 255.0);
+            assert!(
+                md <= 2 && p >= 50.0,
+                "{which:?} {c:?} {signal:?} {extra}: Y PSNR {p:.1} dB, max |d| {md}"
+            );
+            for k in [1, 2] {
+                let (pc, mdc) = psnr(&plane(&out, o.format, k), &plane(&r, o.format, k), 255.0);
+                assert!(
+                    mdc <= 4 && pc >= 50.0,
+                    "{which:?} {c:?} {signal:?} {extra}: C{k} PSNR {pc:.1}, max |d| {mdc}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn hlg_fused_path_matches_reference_on_stress_pattern() {
+    for full in [false, true] {
+        let img = hlg_stress_image(160, 92, InputLayout::P010, full);
+        compare_hlg_every_curve(&img, InputLayout::P010, hlg_signal(full), "desat=0");
+        compare_hlg_every_curve(
+            &img,
+            InputLayout::P010,
+            hlg_signal(full),
+            "desat=2:format=nv12",
+        );
+        // PQ codes read as HLG: chroma and luma past the legal range (R'G'B' clipped to 0..1).
+        let img = stress_image(160, 92, InputLayout::P010);
+        compare_hlg_every_curve(&img, InputLayout::P010, hlg_signal(full), "desat=0:peak=4");
+    }
+}
+
+#[test]
+fn hlg_fused_path_matches_reference_on_odd_sizes() {
+    // Tails of the 8-pixel groups and 256-pixel chunks, odd chroma sizes, both layouts.
+    for full in [false, true] {
+        for (w, h, layout, extra) in [
+            (534, 38, InputLayout::P010, "desat=0:format=nv12"),
+            (
+                134,
+                22,
+                InputLayout::Yuv420p10,
+                "desat=2:peak=20:dither=1:format=yuv420p",
+            ),
+        ] {
+            let img = hlg_stress_image(w, h, layout, full);
+            compare_hlg_every_curve(&img, layout, hlg_signal(full), extra);
+        }
+    }
+}
+
+#[test]
+fn hlg_takes_the_fused_kernel() {
+    use clusterplex_ffmpeg::tonemap::cpu::CpuTonemapper;
+    use clusterplex_ffmpeg::tonemap::{Params, SimdLevel};
+    // What a default tonemapper runs here (CLUSTERPLEX_SIMD may lower it): every SIMD level
+    // runs the fused kernel, the scalar build the generic passes.
+    let fused_here = SimdLevel::select(None) != SimdLevel::Scalar;
+    for full in [false, true] {
+        for curve in ["hable", "bt2390"] {
+            let p = Params::new(&opts(curve), hlg_signal(full));
+            let best_cpu = CpuTonemapper::new(1, None);
+            for format in [OutputFormat::Nv12, OutputFormat::Yuv420p] {
+                assert_eq!(best_cpu.runs_fused_kernel(&p, format), fused_here);
+            }
+            // 10-bit output and the scalar build keep the generic passes.
+            assert!(!best_cpu.runs_fused_kernel(&p, OutputFormat::P010));
+            assert!(
+                !CpuTonemapper::new(1, Some(SimdLevel::Scalar))
+                    .runs_fused_kernel(&p, OutputFormat::Nv12)
+            );
+            let rgb = Params::new(&opts(&format!("{curve}:mode=rgb")), hlg_signal(full));
+            assert!(!best_cpu.runs_fused_kernel(&rgb, OutputFormat::Nv12));
+        }
+    }
+    // PQ as before.
+    let p = Params::new(&opts("hable"), Signal::pq());
+    assert_eq!(
+        CpuTonemapper::new(1, None).runs_fused_kernel(&p, OutputFormat::Nv12),
+        fused_here
+    );
+}
+
+#[test]
+fn best_non_avx2_level_runs_the_fused_kernel() {
+    // PQ, mode=max, 8-bit out runs the fused kernel at SSE4.1 and NEON too, not only AVX2.
+    // Observable: the generic passes are one source compiled per level, in plain f32 with no
+    // FMA contraction, so a level that runs them gives exactly the Scalar level's codes; the
+    // fused kernel's polynomials give different codes on a few pixels of this picture (~0.3-1 %
+    // of Y), and the same codes at every level (checked against AVX2 where the host has it).
+    use clusterplex_ffmpeg::tonemap::SimdLevel;
+    let levels = SimdLevel::available();
+    let best = levels
+        .iter()
+        .copied()
+        .filter(|l| *l != SimdLevel::Avx2)
+        .max()
+        .unwrap();
+    if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        assert_ne!(best, SimdLevel::Scalar, "no SSE4.1/NEON level on this host");
+    }
+    let p = clusterplex_ffmpeg::tonemap::Params::new(&opts("hable"), Signal::pq());
+    let cpu = clusterplex_ffmpeg::tonemap::cpu::CpuTonemapper::new(1, Some(best));
+    assert_eq!(
+        cpu.runs_fused_kernel(&p, OutputFormat::Nv12),
+        best != SimdLevel::Scalar
+    );
+    let img = stress_image(534, 38, InputLayout::P010);
+    for spec in ["hable:desat=0:peak=10", "bt2390:desat=2", "mobius:desat=0"] {
+        let o = opts(&format!("{spec}:mode=max:format=nv12"));
+        let y = |l: SimdLevel| {
+            let out = run(Which::Cpu(l), &o, &img, InputLayout::P010, Signal::pq());
+            plane(&out, o.format, 0)
+        };
+        let (got, generic) = (y(best), y(SimdLevel::Scalar));
+        let differ = got.iter().zip(&generic).filter(|(a, b)| a != b).count();
+        assert!(
+            differ * 1000 >= got.len(),
+            "{spec}: {best:?} gives the generic passes' codes ({differ} of {} Y differ)",
+            got.len()
+        );
+        if levels.contains(&SimdLevel::Avx2) {
+            let avx2 = y(SimdLevel::Avx2);
+            let off = got.iter().zip(&avx2).filter(|(a, b)| a != b).count();
+            assert!(
+                off * 1000 < got.len(),
+                "{spec}: {best:?} and AVX2 differ on {off} of {} Y codes",
+                got.len()
+            );
+        }
+    }
+}

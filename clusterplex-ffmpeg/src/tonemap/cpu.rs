@@ -15,9 +15,11 @@
 //!   time;
 //! - rows are split into bands processed on scoped threads.
 //!
-//! Under AVX2 the default case (PQ input, `mode=max`, 8-bit output) runs a whole band in
-//! `MaxTables::band_avx2` instead (`fastmax`: transfer functions as piecewise polynomials,
-//! chroma resampling fused into 256-pixel chunks); everything else comes here.
+//! At every SIMD level (AVX2, SSE4.1, NEON) the default case (PQ or HLG input, `mode=max`,
+//! 8-bit output) runs a whole band in the fused kernel instead (`fused`, one source over the
+//! `lanes` abstraction, tables in `fastmax`: transfer functions as piecewise polynomials,
+//! chroma resampling fused into 256-pixel chunks); everything else, and the scalar build,
+//! comes here.
 
 // Index loops over several parallel arrays are the clearest form of the vectorisable passes.
 #![allow(clippy::needless_range_loop)]
@@ -27,6 +29,7 @@ use std::sync::Arc;
 #[cfg(target_arch = "x86_64")]
 use super::fastmath::rows;
 use super::fastmax::{MaxTables, PqPoly};
+use super::fused;
 use super::image::{DstImage, InputLayout, SrcImage, Transfer, bayer8, out_range};
 use super::math::*;
 use super::{Mode, OutputFormat, Params, reference};
@@ -173,9 +176,11 @@ struct Tables {
     gamma: LogLut,
     /// HLG: 10 * Ys^(gamma-1).
     ootf: Option<LogLut>,
-    /// The fused default path (PQ, mode=max), used for 8-bit output.
+    /// The fused default path (PQ or HLG, mode=max), used for 8-bit output.
     fast: Option<MaxTables>,
-    /// PQ input: the EOTF as a polynomial for the AVX2 passes (instead of gathers).
+    /// PQ input: the EOTF as a polynomial for the AVX2 passes (instead of gathers). Not built
+    /// elsewhere: the fused kernel has its own copy in `fast`, the other passes use `lin`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pq_poly: Option<PqPoly>,
     /// Interpolate the linearisation table (see `lin_lookup`).
     lin_interp: bool,
@@ -206,12 +211,8 @@ impl Tables {
             ratio,
             gamma,
             ootf,
-            // Only the AVX2 kernel uses these tables.
-            fast: if cfg!(target_arch = "x86_64") {
-                MaxTables::new(p, OutputFormat::Yuv420p)
-            } else {
-                None
-            },
+            // The fused kernel's tables (AVX2, SSE4.1 and NEON run it).
+            fast: MaxTables::new(p, OutputFormat::Yuv420p),
             pq_poly: (cfg!(target_arch = "x86_64") && p.signal.transfer == Transfer::Pq)
                 .then(PqPoly::new),
             lin_interp: matches!(p.mode, Mode::Rgb | Mode::Itp),
@@ -245,6 +246,13 @@ impl CpuTonemapper {
 
     pub fn level(&self) -> SimdLevel {
         self.level
+    }
+
+    /// Whether frames with these parameters, written as `format`, run the fused kernel (the
+    /// test that HLG really takes it asks this; it is what `run_band` dispatches on).
+    #[doc(hidden)]
+    pub fn runs_fused_kernel(&self, p: &Params, format: OutputFormat) -> bool {
+        fused_kernel(self.level, &Tables::new(p), format).is_some()
     }
 
     pub fn run(&mut self, src: &SrcImage, dst: &mut DstImage, p: &Params) -> Result<()> {
@@ -303,6 +311,16 @@ impl CpuTonemapper {
     }
 }
 
+/// The fused kernel's tables when bands at `level` writing `format` run it.
+fn fused_kernel(level: SimdLevel, t: &Tables, format: OutputFormat) -> Option<&MaxTables> {
+    match level {
+        SimdLevel::Avx2 | SimdLevel::Sse4 | SimdLevel::Neon => {
+            t.fast.as_ref().filter(|_| !format.is_10bit())
+        }
+        SimdLevel::Scalar => None,
+    }
+}
+
 fn run_band(
     level: SimdLevel,
     t: &Tables,
@@ -311,20 +329,24 @@ fn run_band(
     j0: usize,
     j1: usize,
 ) {
-    match level {
+    let fast = fused_kernel(level, t, dst.format);
+    let (dither, cs) = (t.params.dither, t.params.signal.range10().2 as f32);
+    match (level, fast) {
         #[cfg(target_arch = "x86_64")]
-        SimdLevel::Avx2 => match t.fast.as_ref().filter(|_| !dst.format.is_10bit()) {
-            // SAFETY: `SimdLevel::select` only returns Avx2 when the CPU reports avx2 and fma.
-            Some(f) => unsafe {
-                let cs = t.params.signal.range10().2 as f32;
-                f.band_avx2(src, dst, j0, j1, t.params.dither, cs)
-            },
-            // SAFETY: as above.
-            None => unsafe { band_avx2(t, src, dst, j0, j1) },
-        },
+        // SAFETY: `SimdLevel::select` only returns Avx2 when the CPU reports avx2 and fma.
+        (SimdLevel::Avx2, Some(f)) => unsafe { fused::band_avx2(f, src, dst, j0, j1, dither, cs) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        (SimdLevel::Avx2, None) => unsafe { band_avx2(t, src, dst, j0, j1) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `SimdLevel::select` only returns Sse4 when the CPU reports sse4.1.
-        SimdLevel::Sse4 => unsafe { band_sse4(t, src, dst, j0, j1) },
+        (SimdLevel::Sse4, Some(f)) => unsafe { fused::band_sse4(f, src, dst, j0, j1, dither, cs) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        (SimdLevel::Sse4, None) => unsafe { band_sse4(t, src, dst, j0, j1) },
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: NEON is part of every aarch64 target this builds for.
+        (SimdLevel::Neon, Some(f)) => unsafe { fused::band_neon(f, src, dst, j0, j1, dither, cs) },
         _ => band_body::<false>(t, src, dst, j0, j1),
     }
 }

@@ -16,7 +16,9 @@ pub mod curve;
 mod fastmath;
 mod fastmax;
 mod frame;
+mod fused;
 pub mod image;
+mod lanes;
 pub mod math;
 pub mod reference;
 
