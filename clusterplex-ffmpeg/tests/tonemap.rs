@@ -554,24 +554,14 @@ fn encode_hlg(rgb: [f64; 3], full: bool) -> (u16, u16, u16) {
 /// The HLG counterpart of `stress_image`: a neutral ramp over every signal level on top,
 /// saturated BT.2020 primaries and secondaries from 1e-5 to 1 of scene light below.
 fn hlg_stress_image(w: usize, h: usize, layout: InputLayout, full: bool) -> OwnedImage {
-    OwnedImage::new_input(w, h, layout, |x, y| {
-        let t = x as f64 / (w - 1) as f64;
-        if y < h / 3 {
-            encode_hlg([hlg_inv_oetf(t); 3], full)
-        } else {
-            let hues = [
-                [1.0, 0.0, 0.0],
-                [0.0, 1.0, 0.0],
-                [0.0, 0.0, 1.0],
-                [1.0, 1.0, 0.0],
-                [0.0, 1.0, 1.0],
-                [1.0, 0.0, 1.0],
-            ];
-            let band = ((y - h / 3) * hues.len() / (h - h / 3)).min(hues.len() - 1);
-            let e = 1e-5 * 1e5f64.powf(t);
-            encode_hlg(hues[band].map(|c| c * e), full)
-        }
-    })
+    stress_layout(
+        w,
+        h,
+        layout,
+        hlg_inv_oetf,
+        |t| 1e-5 * 1e5f64.powf(t),
+        |rgb| encode_hlg(rgb, full),
+    )
 }
 
 fn hlg_signal(full: bool) -> Signal {

@@ -116,25 +116,46 @@ pub fn psnr(a: &[u16], b: &[u16], max: f64) -> (f64, u16) {
     (p, md)
 }
 
-/// A stress image: a neutral PQ ramp 0..10000 nits on top, saturated BT.2020 primaries and
-/// secondaries from 0.1 to 10000 nits below.
-pub fn stress_image(w: usize, h: usize, layout: InputLayout) -> OwnedImage {
+/// The stress layout: a neutral ramp (`neutral(t)` for t = 0..1 across the image) on the top
+/// third, and below it bands of the six saturated BT.2020 primaries and secondaries scaled by
+/// `level(t)`; each pixel's linear RGB is coded by `encode`.
+pub fn stress_layout(
+    w: usize,
+    h: usize,
+    layout: InputLayout,
+    neutral: impl Fn(f64) -> f64,
+    level: impl Fn(f64) -> f64,
+    encode: impl Fn([f64; 3]) -> (u16, u16, u16),
+) -> OwnedImage {
+    const HUES: [[f64; 3]; 6] = [
+        [1.0, 0.0, 0.0],
+        [0.0, 1.0, 0.0],
+        [0.0, 0.0, 1.0],
+        [1.0, 1.0, 0.0],
+        [0.0, 1.0, 1.0],
+        [1.0, 0.0, 1.0],
+    ];
     OwnedImage::new_input(w, h, layout, |x, y| {
         let t = x as f64 / (w - 1) as f64;
         if y < h / 3 {
-            encode_pq([10000.0 * t.powi(3); 3])
+            encode([neutral(t); 3])
         } else {
-            let hues = [
-                [1.0, 0.0, 0.0],
-                [0.0, 1.0, 0.0],
-                [0.0, 0.0, 1.0],
-                [1.0, 1.0, 0.0],
-                [0.0, 1.0, 1.0],
-                [1.0, 0.0, 1.0],
-            ];
-            let band = ((y - h / 3) * hues.len() / (h - h / 3)).min(hues.len() - 1);
-            let nits = 0.1 * (1e5f64).powf(t); // 0.1 .. 10000
-            encode_pq(hues[band].map(|c| c * nits))
+            let band = ((y - h / 3) * HUES.len() / (h - h / 3)).min(HUES.len() - 1);
+            let l = level(t);
+            encode(HUES[band].map(|c| c * l))
         }
     })
+}
+
+/// A PQ stress image: a neutral ramp 0..10000 nits on top, saturated BT.2020 primaries and
+/// secondaries from 0.1 to 10000 nits below.
+pub fn stress_image(w: usize, h: usize, layout: InputLayout) -> OwnedImage {
+    stress_layout(
+        w,
+        h,
+        layout,
+        |t| 10000.0 * t.powi(3),
+        |t| 0.1 * 1e5f64.powf(t),
+        encode_pq,
+    )
 }
