@@ -3,7 +3,8 @@
 //! drops them with `-copypriorss 0` (checked against the `ffmpeg` CLI on the same input), with
 //! half a frame of tolerance; a DASH session resumed from the reported end of its last
 //! segment joins the earlier segments exactly (same packets as one uninterrupted run), keeps
-//! the session's init segments and keeps listing the earlier segments in its MPD.
+//! the session's init segments and keeps listing the earlier segments in its MPD; so does a
+//! Jellyfin HLS session (fMP4 and MPEG-TS) with its playlist.
 
 use std::path::{Path, PathBuf};
 
@@ -310,4 +311,324 @@ fn dash_continuation(encode_video: bool) {
     for m in &mpds {
         assert!(!m.contains("startNumber=\"3\""), "{m}");
     }
+}
+
+/// Jellyfin's HLS playback argv (the shape of its `DynamicHlsController` command lines,
+/// trimmed to what matters here) writing `abc.m3u8`, `abc-1.mp4` (fMP4) and `abc<N>.mp4` /
+/// `abc<N>.ts` into `dir`; the video encoded (keyframes forced every 2 s, as Jellyfin forces
+/// them) or copied.
+fn jellyfin_hls(src: &Path, dir: &Path, encode_video: bool, fmp4: bool) -> Job {
+    let d = dir.to_string_lossy();
+    let mut args = strings(&[
+        "-analyzeduration",
+        "200M",
+        "-probesize",
+        "1G",
+        "-fflags",
+        "+genpts",
+        "-i",
+        &format!("file:{}", src.to_string_lossy()),
+        "-map_metadata",
+        "-1",
+        "-map_chapters",
+        "-1",
+        "-threads",
+        "0",
+        "-map",
+        "0:0",
+        "-map",
+        "0:1",
+        "-map",
+        "-0:s",
+    ]);
+    if encode_video {
+        args.extend(strings(&[
+            "-codec:v:0",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-crf",
+            "23",
+            "-maxrate",
+            "2000000",
+            "-bufsize",
+            "4000000",
+            "-profile:v:0",
+            "high",
+            "-force_key_frames:0",
+            "expr:gte(t,n_forced*2)",
+            "-sc_threshold:v:0",
+            "0",
+            "-vf",
+            "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709,scale=trunc(min(max(iw\\,ih*a)\\,320)/2)*2:trunc(ow/a/2)*2,format=yuv420p",
+        ]));
+    } else {
+        args.extend(strings(&["-codec:v:0", "copy", "-start_at_zero"]));
+    }
+    args.extend(strings(&[
+        "-codec:a:0",
+        "aac",
+        "-ac",
+        "2",
+        "-ab",
+        "128000",
+        "-copyts",
+        "-avoid_negative_ts",
+        "disabled",
+        "-max_muxing_queue_size",
+        "2048",
+        "-f",
+        "hls",
+        "-max_delay",
+        "5000000",
+        "-hls_time",
+        "2",
+    ]));
+    if fmp4 {
+        args.extend(strings(&[
+            "-hls_segment_type",
+            "fmp4",
+            "-hls_fmp4_init_filename",
+            "abc-1.mp4",
+        ]));
+    } else {
+        args.extend(strings(&["-hls_segment_type", "mpegts"]));
+    }
+    let ext = if fmp4 { "mp4" } else { "ts" };
+    args.extend(strings(&[
+        "-start_number",
+        "0",
+        "-hls_segment_filename",
+        &format!("{d}/abc%d.{ext}"),
+        "-hls_playlist_type",
+        "vod",
+        "-hls_list_size",
+        "0",
+        "-y",
+        &format!("{d}/abc.m3u8"),
+    ]));
+    parse_args(&args).unwrap().job
+}
+
+/// The segment URIs of a playlist, its `#EXT-X-MEDIA-SEQUENCE`, its `#EXT-X-MAP` lines and its
+/// `#EXTINF` durations.
+fn playlist(body: &str) -> (Vec<String>, u64, Vec<String>, Vec<f64>) {
+    let uris = body
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    let seq = body
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a media sequence");
+    let maps = body
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-MAP:"))
+        .map(str::to_string)
+        .collect();
+    let durs = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .map(|v| v.trim_end_matches(',').parse().unwrap())
+        .collect();
+    (uris, seq, maps, durs)
+}
+
+/// The init segment (fMP4) and the playlist's segments, in playlist order, as one file.
+fn joined_hls(dir: &Path, fmp4: bool) -> PathBuf {
+    joined_hls_upto(dir, fmp4, u64::MAX)
+}
+
+/// [`joined_hls`] of the segments numbered up to `last` (numbers from 0).
+fn joined_hls_upto(dir: &Path, fmp4: bool, last: u64) -> PathBuf {
+    let body = std::fs::read_to_string(dir.join("abc.m3u8")).unwrap();
+    let mut data = if fmp4 {
+        std::fs::read(dir.join("abc-1.mp4")).unwrap()
+    } else {
+        Vec::new()
+    };
+    for uri in playlist(&body)
+        .0
+        .iter()
+        .take(last.saturating_add(1) as usize)
+    {
+        data.extend(std::fs::read(dir.join(uri)).unwrap());
+    }
+    let ext = if fmp4 { "mp4" } else { "ts" };
+    let p = dir.join(format!("joined-{last}.{ext}"));
+    std::fs::write(&p, data).unwrap();
+    p
+}
+
+#[test]
+fn hls_fmp4_continuation_with_copied_video_joins_exactly() {
+    hls_continuation(false, true);
+}
+
+#[test]
+fn hls_fmp4_continuation_with_encoded_video_joins_exactly() {
+    hls_continuation(true, true);
+}
+
+#[test]
+fn hls_mpegts_continuation_with_copied_video_joins_exactly() {
+    hls_continuation(false, false);
+}
+
+#[test]
+fn hls_mpegts_continuation_with_encoded_video_joins_exactly() {
+    hls_continuation(true, false);
+}
+
+/// A Jellyfin HLS session cancelled after its segment 2 and resumed at segment 3 from the
+/// reported end of segment 2 joins exactly: its playlist lists every segment once, and the
+/// segments joined in playlist order (after the init segment for fMP4) carry the video packets
+/// of one uninterrupted run and audio without gap or overlap.
+fn hls_continuation(encode_video: bool, fmp4: bool) {
+    let src = clip();
+    // The uninterrupted session.
+    let whole = tempfile::tempdir().unwrap();
+    let job = jellyfin_hls(&src, whole.path(), encode_video, fmp4);
+    let evs = run(&job);
+    let segs = segment_infos(&evs);
+    assert!(segs.len() >= 5, "{segs:?}");
+    assert_eq!(segs[0].number, 0);
+    let whole_list = std::fs::read_to_string(whole.path().join("abc.m3u8")).unwrap();
+    let (whole_uris, ..) = playlist(&whole_list);
+
+    // The same session cancelled once its segment 2 is reported (the trailer then writes a
+    // cut segment 3 and a final playlist, which a continuation must replace).
+    let sess = tempfile::tempdir().unwrap();
+    let job = jellyfin_hls(&src, sess.path(), encode_video, fmp4);
+    let cancel = CancelToken::new();
+    let mut reported = Vec::new();
+    let r = Engine::new().run(&job, &cancel, &mut |e| {
+        if let JobEvent::SegmentWritten(s) = &e
+            && !cancel.is_cancelled()
+        {
+            reported.push(s.clone());
+            if s.number == 2 {
+                cancel.cancel();
+            }
+        }
+    });
+    assert!(r.is_err(), "the first job was not cancelled");
+    let last = reported.last().expect("segments reported").clone();
+    assert_eq!(last.number, 2, "{reported:?}");
+    let init_before = std::fs::read(sess.path().join("abc-1.mp4")).ok();
+    assert_eq!(init_before.is_some(), fmp4);
+
+    // The orchestrator resumes at the next segment from the reported end of the last one.
+    let cont = job
+        .resume_at(last.number + 1, last.end - job.output_origin())
+        .unwrap();
+    let cevs = run(&cont);
+    let csegs = segment_infos(&cevs);
+    assert_eq!(csegs.first().map(|s| s.number), Some(3), "{csegs:?}");
+    let now = std::fs::read(sess.path().join("abc-1.mp4")).ok();
+    assert!(now == init_before, "the init segment was rewritten");
+
+    // The playlist lists every segment once, in order, as the uninterrupted run's does.
+    let list = std::fs::read_to_string(sess.path().join("abc.m3u8")).unwrap();
+    let (uris, seq, maps, durs) = playlist(&list);
+    assert_eq!(uris, whole_uris, "{list}");
+    assert_eq!(seq, 0, "{list}");
+    let map: &[&str] = if fmp4 {
+        &["#EXT-X-MAP:URI=\"abc-1.mp4\""]
+    } else {
+        &[]
+    };
+    assert_eq!(maps, map, "{list}");
+    let total: f64 = durs.iter().sum();
+    assert!(
+        (total - 10.0).abs() < 0.1,
+        "segments last {total} s: {list}"
+    );
+    assert!(list.trim_end().ends_with("#EXT-X-ENDLIST"), "{list}");
+    // Every playlist the continuation published lists the earlier segments too.
+    for e in &cevs {
+        if let JobEvent::Manifest { body, .. } = e {
+            let body = String::from_utf8_lossy(body);
+            assert!(body.contains("\nabc0."), "{body}");
+        }
+    }
+
+    // Fragment sequence numbers (`mfhd`) count on across the join.
+    let seqs: Vec<u32> = uris
+        .iter()
+        .filter(|_| fmp4)
+        .map(|u| {
+            let data = std::fs::read(sess.path().join(u)).unwrap();
+            let at = data.windows(4).position(|w| w == b"mfhd").unwrap() + 8;
+            u32::from_be_bytes(data[at..at + 4].try_into().unwrap())
+        })
+        .collect();
+    for w in seqs.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "mfhd sequence numbers {seqs:?}");
+    }
+
+    // init + segments in playlist order: the video packets of the uninterrupted run, each
+    // frame once, one frame duration apart across the join.
+    let joined = joined_hls(sess.path(), fmp4);
+    let whole_joined = joined_hls(whole.path(), fmp4);
+    let ms = |p: &[(f64, bool)]| -> Vec<i64> {
+        p.iter().map(|x| (x.0 * 1000.0).round() as i64).collect()
+    };
+    let v = pts(&joined, "v:0");
+    let (ours, one_run) = (ms(&v), ms(&pts(&whole_joined, "v:0")));
+    if ours != one_run {
+        let i = ours
+            .iter()
+            .zip(&one_run)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let around = |x: &[i64]| x[i.saturating_sub(3)..(i + 3).min(x.len())].to_vec();
+        panic!(
+            "video of the resumed session differs from one uninterrupted run at packet {i} \
+             (of {} / {}): {:?} vs {:?}",
+            ours.len(),
+            one_run.len(),
+            around(&ours),
+            around(&one_run)
+        );
+    }
+    let mut sorted = ms(&v);
+    sorted.sort();
+    for w in sorted.windows(2) {
+        assert_eq!(w[1] - w[0], 40, "video frames {} -> {} ms", w[0], w[1]);
+    }
+    // The continuation starts with a keyframe, one frame after the earlier job's last one
+    // (the sorted check above); in fMP4 at the end the earlier job reported for its last
+    // segment (MPEG-TS adds the muxer's delay to the file's timeline).
+    let earlier = joined_hls_upto(sess.path(), fmp4, last.number);
+    let n = pts(&earlier, "v:0").len();
+    assert!(
+        v[n].1,
+        "the continuation starts on a non-keyframe: {:?}",
+        &v[n - 1..n + 2]
+    );
+    if fmp4 {
+        assert!(
+            (v[n].0 - last.end).abs() < 1e-3,
+            "{:?} vs {}",
+            v[n],
+            last.end
+        );
+    }
+    // Audio (re-encoded): strictly increasing, no gap over one AAC frame at the join.
+    let a = pts(&joined, "a:0");
+    let frame = 1024.0 / 48000.0;
+    for w in a.windows(2) {
+        let step = w[1].0 - w[0].0;
+        assert!(
+            step > 0.0 && step < 2.0 * frame + 1e-3,
+            "audio jumps from {} to {} s",
+            w[0].0,
+            w[1].0
+        );
+    }
+    assert!((a.last().unwrap().0 - a[0].0 - 10.0).abs() < 0.1, "{a:?}");
+    assert!(tk::decode_errors(&joined).trim().is_empty());
 }

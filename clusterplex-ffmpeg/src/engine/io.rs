@@ -21,7 +21,7 @@ use std::{
 
 use ffmpeg_next::ffi as sys;
 
-use super::mp4;
+use super::{mp4, mpegts};
 
 /// The hidden DASH media template handed to libav; renamed to the user's template.
 pub const DASH_HIDDEN_MEDIA: &str = "cpxtmp-$RepresentationID$-$Number%05d$.$ext$";
@@ -104,7 +104,8 @@ enum OpenFile {
         /// A continuation's init segment or segment header: the bytes already on disk, put
         /// back when libav closes its copy (the earlier segments were written against them).
         preserve: Option<Vec<u8>>,
-        /// DASH: the representation of an init segment (libav opens them in stream order).
+        /// A continuation's init segment: its index (DASH: the representation, libav opens
+        /// them in stream order; HLS fMP4: 0).
         init_rep: Option<usize>,
     },
 }
@@ -139,20 +140,32 @@ struct State {
 
 /// What a continuation keeps from the session it carries on.
 struct Continuation {
-    /// DASH: the session's MPD as the earlier job last wrote it.
-    prev_mpd: Option<String>,
+    /// The session's manifest (DASH MPD, HLS playlist) as the earlier job last wrote it.
+    prev_manifest: Option<String>,
     /// Media seconds of the session before this job.
     elapsed: f64,
-    /// DASH `window_size` (segments listed), None = all.
+    /// Segments listed (DASH `window_size`, HLS `hls_list_size`), None = all.
     window: Option<usize>,
-    /// DASH init segments opened so far (their representation is the open order).
+    /// Init segments opened so far (DASH: their representation is the open order; HLS fMP4
+    /// writes one, for all its tracks).
     inits_opened: usize,
-    /// DASH, per representation: ticks to add to this job's fragment times so that they are
-    /// right against the kept init segment. libav writes fragment times relative to the
-    /// track's first timestamp and puts that start in the init segment's edit list; the kept
-    /// init carries the earlier job's start, so each fragment's `tfdt` and `sidx` move by the
-    /// difference of the two starts.
-    shift: HashMap<usize, i64>,
+    /// Per init segment (DASH representation; 0 for HLS fMP4), per track: ticks to add to this
+    /// job's fragment times so that they are right against the kept init segment (see
+    /// [`mp4::init_shifts`]). Known once libav closes its own init segment.
+    shift: HashMap<usize, mp4::TrackShifts>,
+    /// HLS: how this job's segments continue the earlier job's last one (looked up at the
+    /// first segment; `Some(None)` when it cannot be read).
+    hls_join: Option<Option<HlsJoin>>,
+}
+
+/// How an HLS continuation's segments continue the earlier job's last segment.
+#[derive(Clone, Copy)]
+enum HlsJoin {
+    /// fMP4: the `mfhd` sequence number of the earlier job's last segment.
+    Sequence(u64),
+    /// MPEG-TS: 90 kHz ticks to add to this job's timestamps so that its first video frame
+    /// follows the earlier segment's last one (see `mpegts.rs`).
+    Ticks(i64),
 }
 
 /// Owns the callback state of one output; must outlive the AVFormatContext it is attached to
@@ -201,18 +214,26 @@ impl IoHooks {
     /// kept as they are (the earlier segments were written against them; a header written
     /// here would differ, e.g. in its edit list), and DASH manifests keep listing the earlier
     /// segments (read from the MPD on disk) within `window` segments, as one uninterrupted job
-    /// would have listed them.
-    /// `prev_mpd` is the MPD file as it was before this job opened its output (opening it
-    /// truncates it).
-    pub fn continue_session(&self, elapsed: f64, window: Option<usize>, prev_mpd: Option<String>) {
+    /// would have listed them; HLS playlists likewise (see [`splice_m3u8`]). Media segments
+    /// are re-timed to follow the earlier ones (see [`shift_continued_segment`]).
+    /// `prev_manifest` is the MPD or playlist as it was before this job opened its output
+    /// (opening it truncates it).
+    pub fn continue_session(
+        &self,
+        elapsed: f64,
+        window: Option<usize>,
+        prev_manifest: Option<String>,
+    ) {
         let mut st = lock(&self.state);
-        let prev_mpd = prev_mpd.filter(|_| matches!(st.kind, IoKind::Dash { .. }));
+        let prev_manifest =
+            prev_manifest.filter(|_| matches!(st.kind, IoKind::Dash { .. } | IoKind::Hls { .. }));
         st.continuation = Some(Continuation {
-            prev_mpd,
+            prev_manifest,
             elapsed,
             window,
             inits_opened: 0,
             shift: HashMap::new(),
+            hls_join: None,
         });
     }
 
@@ -544,6 +565,188 @@ pub fn splice_mpd(prev: &str, ours: &str, elapsed: f64, window: Option<usize>) -
     out
 }
 
+/// Makes a continuation's just-closed media segment `path` join the earlier job's: DASH and
+/// HLS fMP4 fragments move in time against the kept init segment and get the `mfhd` sequence
+/// number one uninterrupted job would have written; HLS MPEG-TS segments move by the earlier
+/// job's `avoid_negative_ts` shift (see [`hls_join`]). Nothing to do outside continuations.
+fn shift_continued_segment(st: &mut State, path: &str) {
+    let Some(c) = &st.continuation else {
+        return;
+    };
+    let name = basename(path.strip_suffix(".tmp").unwrap_or(path));
+    let (init, sequence) = match &st.kind {
+        IoKind::Dash { start_number, .. } => {
+            let Some((rep, n, _)) = parse_hidden(name) else {
+                return;
+            };
+            let Ok(r) = rep.parse::<usize>() else {
+                return;
+            };
+            (r, Some(n + start_number - 1))
+        }
+        IoKind::Hls { start_number, .. } => {
+            let fmp4 = c.shift.contains_key(&0);
+            let start_number = *start_number;
+            let join = match c.hls_join {
+                Some(j) => j,
+                None => {
+                    let j = hls_join(st, start_number, path, fmp4);
+                    if let Some(c) = &mut st.continuation {
+                        c.hls_join = Some(j);
+                    }
+                    j
+                }
+            };
+            match join {
+                Some(HlsJoin::Ticks(t)) if !fmp4 => {
+                    if t != 0
+                        && let Err(e) = mpegts::shift_file(Path::new(path), t)
+                    {
+                        st.events.push(IoEvent::Error(format!("{path}: {e}")));
+                    }
+                    return;
+                }
+                Some(HlsJoin::Sequence(b)) if fmp4 => (0, Some(b + st.closed_segments + 1)),
+                _ if fmp4 => (0, None),
+                _ => return,
+            }
+        }
+        IoKind::Segment { .. } => return,
+    };
+    let shifts = st
+        .continuation
+        .as_ref()
+        .and_then(|c| c.shift.get(&init).cloned())
+        .unwrap_or_default();
+    if let Err(e) = mp4::shift_fragment_file(Path::new(path), &shifts, sequence) {
+        st.events.push(IoEvent::Error(format!("{path}: {e}")));
+    }
+}
+
+/// How this HLS continuation's first segment (`first`, just closed) continues the segment
+/// numbered `start_number - 1` (the earlier job's last before it, found through the earlier
+/// playlist): fMP4 counts on its `mfhd` sequence number; MPEG-TS moves by the difference
+/// between where that segment's video ends and where ours starts, which is libav's
+/// `avoid_negative_ts` shift of the earlier job (no more than a second, else nothing moves).
+fn hls_join(st: &State, start_number: u64, first: &str, fmp4: bool) -> Option<HlsJoin> {
+    let prev = st.continuation.as_ref()?.prev_manifest.as_ref()?;
+    let playlist = Path::new(&st.manifests.first()?.path);
+    let list = M3u8::parse(prev);
+    let i = usize::try_from(start_number.checked_sub(1)?.checked_sub(list.sequence)?).ok()?;
+    let uri = list.entries.get(i)?.lines().last()?;
+    let file = match playlist.parent() {
+        Some(dir) if !uri.starts_with('/') => dir.join(uri),
+        _ => PathBuf::from(uri),
+    };
+    let earlier = std::fs::read(file).ok()?;
+    if fmp4 {
+        return mp4::sequence_number(&earlier).map(|s| HlsJoin::Sequence(u64::from(s)));
+    }
+    let ours = mpegts::video_start(&std::fs::read(first).ok()?)?;
+    let ticks = mpegts::video_end(&earlier)? - ours;
+    (ticks.abs() <= 90_000).then_some(HlsJoin::Ticks(ticks))
+}
+
+/// An HLS media playlist as hlsenc writes it: the header up to the first segment, each
+/// segment's lines (its tags, then its URI), and what follows the last URI.
+struct M3u8<'a> {
+    header: Vec<&'a str>,
+    sequence: u64,
+    target_duration: u64,
+    entries: Vec<String>,
+    footer: Vec<&'a str>,
+}
+
+impl<'a> M3u8<'a> {
+    fn parse(body: &'a str) -> Self {
+        let mut m = M3u8 {
+            header: Vec::new(),
+            sequence: 0,
+            target_duration: 0,
+            entries: Vec::new(),
+            footer: Vec::new(),
+        };
+        // Tags that belong to the segment after them (the rest before the first segment is
+        // the playlist's header).
+        const SEGMENT_TAGS: [&str; 4] = [
+            "#EXTINF:",
+            "#EXT-X-DISCONTINUITY",
+            "#EXT-X-PROGRAM-DATE-TIME:",
+            "#EXT-X-BYTERANGE:",
+        ];
+        let mut pending: Vec<&str> = Vec::new();
+        for line in body.lines() {
+            if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+                m.sequence = v.trim().parse().unwrap_or(0);
+            }
+            if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+                m.target_duration = v.trim().parse().unwrap_or(0);
+            }
+            if !line.is_empty() && !line.starts_with('#') {
+                pending.push(line);
+                m.entries.push(pending.join("\n"));
+                pending.clear();
+            } else if m.entries.is_empty()
+                && pending.is_empty()
+                && !SEGMENT_TAGS.iter().any(|t| line.starts_with(t))
+            {
+                m.header.push(line);
+            } else {
+                pending.push(line);
+            }
+        }
+        m.footer = pending;
+        m
+    }
+}
+
+/// A continuation's HLS playlist (`ours`, its segments numbered from where the session
+/// resumed) with the earlier job's segments (from `prev`, its last playlist) listed before its
+/// own, within `window` segments, as one uninterrupted job would have listed them: the earlier
+/// entries numbered below ours (with their own durations), then ours; `#EXT-X-MEDIA-SEQUENCE`
+/// moves back to the first one listed and `#EXT-X-TARGETDURATION` covers both.
+pub fn splice_m3u8(prev: &str, ours: &str, window: Option<usize>) -> String {
+    let (p, o) = (M3u8::parse(prev), M3u8::parse(ours));
+    let earlier = p
+        .entries
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| p.sequence + (*i as u64) < o.sequence)
+        .map(|(_, e)| e.clone());
+    let mut all: Vec<String> = earlier.chain(o.entries.iter().cloned()).collect();
+    let mut first = o
+        .sequence
+        .saturating_sub((all.len() - o.entries.len()) as u64);
+    if let Some(w) = window
+        && all.len() > w
+    {
+        let cut = all.len() - w;
+        all.drain(..cut);
+        first += cut as u64;
+    }
+    let mut out = String::with_capacity(prev.len() + ours.len());
+    for line in &o.header {
+        if line.starts_with("#EXT-X-MEDIA-SEQUENCE:") {
+            out.push_str(&format!("#EXT-X-MEDIA-SEQUENCE:{first}"));
+        } else if line.starts_with("#EXT-X-TARGETDURATION:") {
+            let t = o.target_duration.max(p.target_duration);
+            out.push_str(&format!("#EXT-X-TARGETDURATION:{t}"));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    for e in all
+        .iter()
+        .map(String::as_str)
+        .chain(o.footer.iter().copied())
+    {
+        out.push_str(e);
+        out.push('\n');
+    }
+    out
+}
+
 fn apply_renames(st: &mut State) {
     let reps = match &st.kind {
         IoKind::Dash {
@@ -784,9 +987,9 @@ unsafe extern "C" fn io_open(
         } else {
             None
         };
-        let is_dash = matches!(st.kind, IoKind::Dash { .. });
+        let segmenter = !matches!(st.kind, IoKind::Segment { .. });
         let init_rep = match &mut st.continuation {
-            Some(c) if is_dash && header && !segment => {
+            Some(c) if segmenter && header && !segment => {
                 c.inits_opened += 1;
                 Some(c.inits_opened - 1)
             }
@@ -857,7 +1060,7 @@ unsafe extern "C" fn io_close2(_s: *mut sys::AVFormatContext, pb: *mut sys::AVIO
                     );
                     match &st.continuation {
                         Some(Continuation {
-                            prev_mpd: Some(prev),
+                            prev_manifest: Some(prev),
                             elapsed,
                             window,
                             ..
@@ -866,6 +1069,14 @@ unsafe extern "C" fn io_close2(_s: *mut sys::AVFormatContext, pb: *mut sys::AVIO
                     }
                     .into_bytes()
                 }
+                IoKind::Hls { .. } => match &st.continuation {
+                    Some(Continuation {
+                        prev_manifest: Some(prev),
+                        window,
+                        ..
+                    }) => splice_m3u8(prev, &String::from_utf8_lossy(&body), *window).into_bytes(),
+                    _ => body,
+                },
                 IoKind::Segment {
                     plex_list: Some(rules),
                     ..
@@ -906,26 +1117,13 @@ unsafe extern "C" fn io_close2(_s: *mut sys::AVFormatContext, pb: *mut sys::AVIO
             // SAFETY: a file AVIOContext opened by avio_open2 in io_open.
             let ret = unsafe { sys::avio_closep(&mut p) };
             if let (Some(old), Some(r), Ok(new)) = (&preserve, init_rep, std::fs::read(&path))
-                && let (Some(s_old), Some(s_new)) = (mp4::track_start(old), mp4::track_start(&new))
+                && let Some(shifts) = mp4::init_shifts(old, &new)
                 && let Some(c) = &mut st.continuation
             {
-                c.shift.insert(r, s_new - s_old);
+                c.shift.insert(r, shifts);
             }
-            if segment
-                && ret >= 0
-                && let Some(c) = &st.continuation
-                && let Some((rep, n, _)) =
-                    parse_hidden(basename(path.strip_suffix(".tmp").unwrap_or(&path)))
-                && let Ok(r) = rep.parse::<usize>()
-            {
-                let shift = c.shift.get(&r).copied().unwrap_or(0);
-                let number = match &st.kind {
-                    IoKind::Dash { start_number, .. } => n + start_number - 1,
-                    _ => n,
-                };
-                if let Err(e) = mp4::shift_fragment_file(Path::new(&path), shift, number) {
-                    st.events.push(IoEvent::Error(format!("{path}: {e}")));
-                }
+            if segment && ret >= 0 {
+                shift_continued_segment(&mut st, &path);
             }
             if let Some(bytes) = preserve
                 && let Err(e) = std::fs::write(&path, bytes)
@@ -1074,5 +1272,33 @@ mod splice_tests {
         );
         assert_eq!(format_pt(3725.46), "PT1H2M5.4S");
         assert_eq!(parse_pt("PT1H2M5.4S"), Some(3725.4));
+    }
+}
+
+#[cfg(test)]
+mod m3u8_tests {
+    use super::*;
+
+    const PREV: &str = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-MAP:URI=\"i.mp4\"\n#EXTINF:2.000000,\ns0.mp4\n#EXTINF:2.000000,\ns1.mp4\n#EXTINF:2.000000,\ns2.mp4\n#EXTINF:0.500000,\ns3.mp4\n#EXT-X-ENDLIST\n";
+    const OURS: &str = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:3\n#EXT-X-MAP:URI=\"i.mp4\"\n#EXTINF:2.500000,\ns3.mp4\n#EXTINF:1.000000,\ns4.mp4\n";
+
+    #[test]
+    fn earlier_segments_are_listed_before_the_continuations() {
+        let out = splice_m3u8(PREV, OURS, None);
+        assert_eq!(
+            out,
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-MAP:URI=\"i.mp4\"\n#EXTINF:2.000000,\ns0.mp4\n#EXTINF:2.000000,\ns1.mp4\n#EXTINF:2.000000,\ns2.mp4\n#EXTINF:2.500000,\ns3.mp4\n#EXTINF:1.000000,\ns4.mp4\n"
+        );
+        // `-hls_list_size 3`: the oldest leave the window and the media sequence follows.
+        let out = splice_m3u8(PREV, OURS, Some(3));
+        assert!(out.contains("#EXT-X-MEDIA-SEQUENCE:2\n"), "{out}");
+        assert!(!out.contains("s1.mp4"), "{out}");
+        assert!(
+            out.contains("#EXTINF:2.000000,\ns2.mp4\n#EXTINF:2.500000,\ns3.mp4\n"),
+            "{out}"
+        );
+        // The final playlist keeps its end tag after the segments.
+        let ended = format!("{OURS}#EXT-X-ENDLIST\n");
+        assert!(splice_m3u8(PREV, &ended, None).ends_with("s4.mp4\n#EXT-X-ENDLIST\n"));
     }
 }

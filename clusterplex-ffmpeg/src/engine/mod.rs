@@ -14,6 +14,7 @@ mod ffi;
 pub mod filter;
 mod io;
 mod mp4;
+mod mpegts;
 mod plan;
 mod streams;
 mod subtitle;
@@ -40,6 +41,9 @@ use plan::{OutStreamPlan, Source};
 const PROGRESS_PERIOD: f64 = 0.5;
 /// Smallest tolerance when dropping copied packets before a resume point (1 ms).
 const MIN_COPY_TOLERANCE_US: i64 = 1000;
+/// How far a continuation's encoded audio packet may start before the resume point and still
+/// count as starting on it (the point went through seconds and back).
+const RESUME_ROUNDING_US: i64 = 50;
 /// A stream that never becomes ready cannot hold back an output forever.
 const MAX_QUEUED_PACKETS: usize = 8192;
 
@@ -217,6 +221,14 @@ struct OutStream {
     /// on the resume point when the point, computed in seconds, came out a little past it.
     copy_from_us: Option<i64>,
     copy_tolerance_us: i64,
+    /// Encoded audio of an HLS continuation: packets that start before this time
+    /// (microseconds, output timeline: the resume point) are dropped. The earlier job's last
+    /// segment already holds the audio up to its first packet starting at or after the cut
+    /// (hlsenc cuts every stream at the video keyframe), and the encoder's first packets here
+    /// are its priming and the frame straddling the resume point, which would overlap it.
+    /// (dashenc cuts audio on its own, before the keyframe: there the priming packet fills
+    /// the join, so DASH keeps it.)
+    enc_from_us: Option<i64>,
     max_frames: Option<u64>,
     /// Text subtitle conversion (decoder + encoder), for subtitle streams neither copied nor
     /// fed through filters.
@@ -526,8 +538,8 @@ impl<'e> Run<'e> {
                 source: e,
             })?;
         }
-        // A continuation's DASH manifest lists the earlier job's segments: read it before
-        // opening the output truncates it.
+        // A continuation's DASH MPD or HLS playlist lists the earlier job's segments: read it
+        // before opening the output truncates it.
         let prev_manifest = job
             .continuation
             .as_ref()
@@ -567,6 +579,9 @@ impl<'e> Run<'e> {
                         window_size: Some(w),
                         ..
                     }) if *w > 0 => Some(*w as usize),
+                    Some(Segmenting::Hls { list_size, .. }) if *list_size > 0 => {
+                        Some(*list_size as usize)
+                    }
                     _ => None,
                 };
                 h.continue_session(c.elapsed, window, prev_manifest.clone());
@@ -690,6 +705,16 @@ impl<'e> Run<'e> {
                 ),
                 _ => (None, 0),
             };
+            let enc_from_us = match (p.copy, p.kind, p.source) {
+                (false, media::Type::Audio, Source::Input { input, .. })
+                    if job.continuation.is_some()
+                        && out.seek.is_none()
+                        && matches!(out.segmenting, Some(Segmenting::Hls { .. })) =>
+                {
+                    self.inputs[input].drop_before_us
+                }
+                _ => None,
+            };
             streams.push(OutStream {
                 plan: p,
                 index,
@@ -707,6 +732,7 @@ impl<'e> Run<'e> {
                 seen_key: false,
                 copy_from_us,
                 copy_tolerance_us,
+                enc_from_us,
                 max_frames,
                 subconv,
             });
@@ -1395,6 +1421,12 @@ impl<'e> Run<'e> {
             }
             if pkt.duration() == 0 && st.frame_dur > 0 {
                 pkt.set_duration(st.frame_dur);
+            }
+            // Timestamps are in µs after rounding the resume point from seconds: allow for it.
+            if let (Some(from), Some(t)) = (st.enc_from_us, pkt.pts())
+                && rescale(t, st.enc_tb, US) + RESUME_ROUNDING_US < from
+            {
+                continue;
             }
             let tb = st.enc_tb;
             let idx = st.index;

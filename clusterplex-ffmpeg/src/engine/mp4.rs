@@ -1,6 +1,6 @@
-//! The few ISO BMFF boxes a DASH continuation must read or adjust (see `io.rs`): the track
-//! start an init segment's edit list encodes, and the times and sequence number of a
-//! fragment. Plain byte work on files libav has just closed; no libav state involved.
+//! The few ISO BMFF boxes a DASH or HLS fMP4 continuation must read or adjust (see `io.rs`):
+//! the track starts an init segment's edit lists encode, and the times and sequence number of
+//! a fragment. Plain byte work on files libav has just closed; no libav state involved.
 
 use std::path::Path;
 
@@ -55,13 +55,10 @@ fn timescale(d: &[u8], payload: &std::ops::Range<usize>) -> Option<u64> {
     be32(d, at).map(u64::from).filter(|t| *t > 0)
 }
 
-/// Where the first track of an init segment starts, in its own timescale: the empty edits
-/// of its edit list minus the first real edit's media time (how libav's mp4 muxer records a
-/// track's first timestamp); 0 without an edit list.
-pub fn track_start(init: &[u8]) -> Option<i64> {
-    let moov = child(init, 0..init.len(), b"moov")?;
-    let movie_ts = timescale(init, &child(init, moov.clone(), b"mvhd")?)?;
-    let trak = child(init, moov, b"trak")?;
+/// Where one track starts in its own timescale: the empty edits of its edit list minus the
+/// first real edit's media time (how libav's mp4 muxer records a track's first timestamp); 0
+/// without an edit list.
+fn trak_start(init: &[u8], trak: std::ops::Range<usize>, movie_ts: u64) -> Option<i64> {
     let mdia = child(init, trak.clone(), b"mdia")?;
     let track_ts = timescale(init, &child(init, mdia, b"mdhd")?)?;
     let Some(edts) = child(init, trak, b"edts") else {
@@ -92,45 +89,103 @@ pub fn track_start(init: &[u8]) -> Option<i64> {
     Some(0)
 }
 
-/// Adds `shift` ticks to the fragment times (`sidx` earliest presentation time, every
-/// `traf`'s `tfdt`) of a media segment and sets its `mfhd` sequence number to `sequence`.
-pub fn shift_fragment(data: &mut [u8], shift: i64, sequence: u64) -> Result<(), String> {
-    let add = |v: u64| -> Result<u64, String> {
+/// The `track_ID` of a `tkhd` payload.
+fn track_id(d: &[u8], tkhd: &std::ops::Range<usize>) -> Option<u32> {
+    let version = *d.get(tkhd.start)?;
+    be32(d, tkhd.start + if version == 1 { 20 } else { 12 })
+}
+
+/// Where every track of an init segment starts, by `track_ID`, in the track's timescale
+/// (see [`trak_start`]). A DASH init segment has one track; an HLS fMP4 one has them all.
+pub fn track_starts(init: &[u8]) -> Option<TrackShifts> {
+    let moov = child(init, 0..init.len(), b"moov")?;
+    let movie_ts = timescale(init, &child(init, moov.clone(), b"mvhd")?)?;
+    let mut out = TrackShifts::new();
+    for (kind, trak) in boxes(init, moov) {
+        if &kind != b"trak" {
+            continue;
+        }
+        let id = track_id(init, &child(init, trak.clone(), b"tkhd")?)?;
+        out.insert(id, trak_start(init, trak, movie_ts)?);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Ticks per `track_ID`.
+pub type TrackShifts = std::collections::HashMap<u32, i64>;
+
+/// What a continuation's fragments must move by so that they are right against the init
+/// segment it kept (`kept`) rather than the one libav wrote for it (`new`): libav writes
+/// fragment times relative to each track's first timestamp and puts that start in the init
+/// segment's edit list, so every track moves by the difference of the two starts.
+pub fn init_shifts(kept: &[u8], new: &[u8]) -> Option<TrackShifts> {
+    let (kept, new) = (track_starts(kept)?, track_starts(new)?);
+    Some(
+        new.iter()
+            .filter_map(|(id, s_new)| kept.get(id).map(|s_old| (*id, s_new - s_old)))
+            .collect(),
+    )
+}
+
+/// The `mfhd` sequence number of the first fragment of a media segment.
+pub fn sequence_number(data: &[u8]) -> Option<u32> {
+    let moof = child(data, 0..data.len(), b"moof")?;
+    let mfhd = child(data, moof, b"mfhd")?;
+    be32(data, mfhd.start + 4)
+}
+
+/// Adds to the fragment times (`sidx` earliest presentation time, every `traf`'s `tfdt`) of a
+/// media segment the ticks `shifts` gives for their track (`sidx` reference_ID, `tfhd`
+/// track_ID; tracks not in it stay) and sets its `mfhd` sequence number to `sequence` (when
+/// given).
+pub fn shift_fragment(
+    data: &mut [u8],
+    shifts: &TrackShifts,
+    sequence: Option<u64>,
+) -> Result<(), String> {
+    let add = |v: u64, shift: i64| -> Result<u64, String> {
         v.checked_add_signed(shift)
             .ok_or_else(|| format!("fragment time {v} cannot move by {shift}"))
     };
+    let shift_of = |id: Option<u32>| id.and_then(|id| shifts.get(&id).copied()).unwrap_or(0);
     for (kind, r) in boxes(data, 0..data.len()) {
         match &kind {
             b"sidx" => {
+                let shift = shift_of(be32(data, r.start + 4));
                 let version = data[r.start];
                 let at = r.start + 12;
                 if version == 1 {
-                    let v = add(be64(data, at).ok_or("short sidx")?)?;
+                    let v = add(be64(data, at).ok_or("short sidx")?, shift)?;
                     data[at..at + 8].copy_from_slice(&v.to_be_bytes());
                 } else {
-                    let v = add(u64::from(be32(data, at).ok_or("short sidx")?))?;
+                    let v = add(u64::from(be32(data, at).ok_or("short sidx")?), shift)?;
                     let v = u32::try_from(v).map_err(|_| "sidx time overflows 32 bits")?;
                     data[at..at + 4].copy_from_slice(&v.to_be_bytes());
                 }
             }
             b"moof" => {
                 for (k, rr) in boxes(data, r.clone()) {
-                    if &k == b"mfhd" {
+                    if &k == b"mfhd"
+                        && let Some(sequence) = sequence
+                    {
                         let seq = u32::try_from(sequence).unwrap_or(u32::MAX);
                         data[rr.start + 4..rr.start + 8].copy_from_slice(&seq.to_be_bytes());
                     }
                     if &k != b"traf" {
                         continue;
                     }
+                    let shift = shift_of(
+                        child(data, rr.clone(), b"tfhd").and_then(|h| be32(data, h.start + 4)),
+                    );
                     let Some(tfdt) = child(data, rr, b"tfdt") else {
                         continue;
                     };
                     let at = tfdt.start + 4;
                     if data[tfdt.start] == 1 {
-                        let v = add(be64(data, at).ok_or("short tfdt")?)?;
+                        let v = add(be64(data, at).ok_or("short tfdt")?, shift)?;
                         data[at..at + 8].copy_from_slice(&v.to_be_bytes());
                     } else {
-                        let v = add(u64::from(be32(data, at).ok_or("short tfdt")?))?;
+                        let v = add(u64::from(be32(data, at).ok_or("short tfdt")?), shift)?;
                         let v = u32::try_from(v).map_err(|_| "tfdt overflows 32 bits")?;
                         data[at..at + 4].copy_from_slice(&v.to_be_bytes());
                     }
@@ -143,8 +198,12 @@ pub fn shift_fragment(data: &mut [u8], shift: i64, sequence: u64) -> Result<(), 
 }
 
 /// [`shift_fragment`] on a file.
-pub fn shift_fragment_file(path: &Path, shift: i64, sequence: u64) -> Result<(), String> {
+pub fn shift_fragment_file(
+    path: &Path,
+    shifts: &TrackShifts,
+    sequence: Option<u64>,
+) -> Result<(), String> {
     let mut data = std::fs::read(path).map_err(|e| e.to_string())?;
-    shift_fragment(&mut data, shift, sequence)?;
+    shift_fragment(&mut data, shifts, sequence)?;
     std::fs::write(path, data).map_err(|e| e.to_string())
 }
