@@ -6,7 +6,6 @@ use std::{
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -28,30 +27,8 @@ pub fn free_port() -> u16 {
 
 /// The worker binary next to this test's target dir, built once if needed.
 pub fn worker_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-        let bin = dir.join("clusterplex-worker");
-        if let Ok(cargo) = std::env::var("CARGO") {
-            let mut cmd = Command::new(cargo);
-            cmd.args([
-                "build",
-                "-p",
-                "clusterplex-worker",
-                "--bin",
-                "clusterplex-worker",
-            ]);
-            if dir.ends_with("release") {
-                cmd.arg("--release");
-            }
-            let st = cmd.status().unwrap();
-            assert!(st.success(), "building clusterplex-worker failed");
-        }
-        assert!(bin.exists(), "{} missing", bin.display());
-        bin
-    })
-    .clone()
+    clusterplex_testkit::process::workspace_bins(&[("clusterplex-worker", "clusterplex-worker")])
+        .remove(0)
 }
 
 pub struct Proc(pub Child);
