@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use clusterplex_ffmpeg::tonemap::image::OwnedImage;
+use clusterplex_ffmpeg::tonemap::image::{OwnedImage, stress_picture};
 use clusterplex_ffmpeg::tonemap::{
     InputLayout, OutputFormat, Signal, TonemapOptions, TonemapStage, Transfer,
 };
@@ -70,31 +70,9 @@ fn cpu_ticks() -> u64 {
     f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
 }
 
-/// BT.2020 linear RGB in nits -> limited-range 10-bit PQ Y'CbCr.
-fn encode_pq(rgb: [f64; 3]) -> (u16, u16, u16) {
-    let pq = |n: f64| {
-        let p = (n.max(0.0) / 10000.0).powf(0.1593017578125);
-        ((0.8359375 + 18.8515625 * p) / (1.0 + 18.6875 * p)).powf(78.84375)
-    };
-    let [r, g, b] = rgb.map(pq);
-    let y = 0.2627 * r + 0.678 * g + 0.0593 * b;
-    let (cb, cr) = ((b - y) / 1.8814, (r - y) / 1.4746);
-    let q = |v: f64, o: f64, s: f64| (o + s * v).round().clamp(0.0, 1023.0) as u16;
-    (q(y, 64.0, 876.0), q(cb, 512.0, 896.0), q(cr, 512.0, 896.0))
-}
-
-/// BT.2020 scene-linear RGB (0..1) -> limited-range 10-bit HLG Y'CbCr.
-fn encode_hlg(rgb: [f64; 3]) -> (u16, u16, u16) {
-    use clusterplex_ffmpeg::tonemap::math::hlg_oetf;
-    let [r, g, b] = rgb.map(hlg_oetf);
-    let y = 0.2627 * r + 0.678 * g + 0.0593 * b;
-    let (cb, cr) = ((b - y) / 1.8814, (r - y) / 1.4746);
-    let q = |v: f64, o: f64, s: f64| (o + s * v).round().clamp(0.0, 1023.0) as u16;
-    (q(y, 64.0, 876.0), q(cb, 512.0, 896.0), q(cr, 512.0, 896.0))
-}
-
 /// Y PSNR and max |dY| of `cpu` against `reference` on the bench ramp and on saturated
-/// BT.2020 hue ramps (PQ: 0.1 to 10000 nits; HLG: scene light 1e-5 to 1), 8-bit NV12 out.
+/// BT.2020 hue ramps under a neutral ramp (`stress_picture`; PQ: 0.1 to 10000 nits, HLG: scene
+/// light 1e-5 to 1), 8-bit NV12 out.
 fn accuracy(curve: &str, signal: Signal) {
     let (w, h) = (960, 540);
     let ramp = OwnedImage::new_input(w, h, InputLayout::P010, |x, y| {
@@ -104,26 +82,25 @@ fn accuracy(curve: &str, signal: Signal) {
             592 - ((x * 160 / w) as u16),
         )
     });
-    let hues = OwnedImage::new_input(w, h, InputLayout::P010, |x, y| {
-        let hue = [
-            [1.0, 0.0, 0.0],
-            [0.0, 1.0, 0.0],
-            [0.0, 0.0, 1.0],
-            [1.0, 1.0, 0.0],
-            [0.0, 1.0, 1.0],
-            [1.0, 0.0, 1.0],
-            [1.0, 1.0, 1.0],
-            [1.0, 0.5, 0.2],
-        ][(y * 8 / h) % 8];
-        let t = x as f64 / (w - 1) as f64;
-        if signal.transfer == Transfer::Hlg {
-            let e = 1e-5 * 1e5f64.powf(t);
-            encode_hlg(hue.map(|c: f64| c * e))
-        } else {
-            let nits = 0.1 * 1e5f64.powf(t);
-            encode_pq(hue.map(|c: f64| c * nits))
-        }
-    });
+    let hues = if signal.transfer == Transfer::Hlg {
+        stress_picture(
+            w,
+            h,
+            InputLayout::P010,
+            signal,
+            clusterplex_ffmpeg::tonemap::math::hlg_inv_oetf,
+            |t| 1e-5 * 1e5f64.powf(t),
+        )
+    } else {
+        stress_picture(
+            w,
+            h,
+            InputLayout::P010,
+            signal,
+            |t| 10000.0 * t.powi(3),
+            |t| 0.1 * 1e5f64.powf(t),
+        )
+    };
     for (name, img) in [("ramp", &ramp), ("hues", &hues)] {
         for desat in ["0", "2"] {
             let mut outs = Vec::new();

@@ -2,7 +2,7 @@
 
 mod tonemap_support;
 
-use clusterplex_ffmpeg::tonemap::image::OwnedImage;
+use clusterplex_ffmpeg::tonemap::image::{OwnedImage, stress_picture};
 use clusterplex_ffmpeg::tonemap::math::*;
 use clusterplex_ffmpeg::tonemap::{
     Curve, Impl, InputLayout, Mode, OutputFormat, Signal, ToneCurve, TonemapOptions, Transfer,
@@ -303,7 +303,7 @@ fn saturated_primaries_stay_in_range() {
                     let (l, u, v) = {
                         let t = x as f64 / 95.0;
                         let hue = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]][y % 3];
-                        encode_pq(hue.map(|c| c * 0.1 * 1e5f64.powf(t)))
+                        Signal::pq().encode10(hue.map(|c| c * 0.1 * 1e5f64.powf(t)))
                     };
                     let r = clusterplex_ffmpeg::tonemap::reference::pixel(
                         &p,
@@ -539,29 +539,12 @@ fn cuda_matches_reference_when_gpu_present() {
     }
 }
 
-/// Scene-linear BT.2020 RGB (0..1) as 10-bit HLG Y'CbCr codes, limited or full range.
-fn encode_hlg(rgb: [f64; 3], full: bool) -> (u16, u16, u16) {
-    let [y, cb, cr] = rgb_to_ycbcr(BT2020_LUMA, rgb.map(hlg_oetf));
-    let (yo, ys, cs) = if full {
-        (0.0, 1023.0, 1023.0)
-    } else {
-        (64.0, 876.0, 896.0)
-    };
-    let q = |v: f64| v.round().clamp(0.0, 1023.0) as u16;
-    (q(yo + ys * y), q(512.0 + cs * cb), q(512.0 + cs * cr))
-}
-
 /// The HLG counterpart of `stress_image`: a neutral ramp over every signal level on top,
 /// saturated BT.2020 primaries and secondaries from 1e-5 to 1 of scene light below.
 fn hlg_stress_image(w: usize, h: usize, layout: InputLayout, full: bool) -> OwnedImage {
-    stress_layout(
-        w,
-        h,
-        layout,
-        hlg_inv_oetf,
-        |t| 1e-5 * 1e5f64.powf(t),
-        |rgb| encode_hlg(rgb, full),
-    )
+    stress_picture(w, h, layout, hlg_signal(full), hlg_inv_oetf, |t| {
+        1e-5 * 1e5f64.powf(t)
+    })
 }
 
 fn hlg_signal(full: bool) -> Signal {

@@ -592,30 +592,16 @@ pub struct CheckRow {
 /// saturated BT.2020 colours) for several curves, modes and formats. Errors when no GPU is
 /// usable; the caller decides whether that is a skip.
 pub fn check_against_reference(width: usize, height: usize) -> Result<Vec<CheckRow>> {
-    use super::image::{OwnedImage, Signal};
-    use super::math::{BT2020_LUMA, pq_inv_eotf, rgb_to_ycbcr};
+    use super::image::{OwnedImage, Signal, stress_picture};
     let mut rows = Vec::new();
-    let img = OwnedImage::new_input(width, height, InputLayout::P010, |x, y| {
-        let t = x as f64 / (width - 1) as f64;
-        let hues = [
-            [1.0, 1.0, 1.0],
-            [1.0, 0.0, 0.0],
-            [0.0, 1.0, 0.0],
-            [0.0, 0.0, 1.0],
-            [1.0, 1.0, 0.0],
-            [0.0, 1.0, 1.0],
-            [1.0, 0.0, 1.0],
-        ];
-        let hue = hues[(y * hues.len() / height).min(hues.len() - 1)];
-        let e = hue.map(|c| pq_inv_eotf(c * 0.1 * 1e5f64.powf(t)));
-        let [l, cb, cr] = rgb_to_ycbcr(BT2020_LUMA, e);
-        let q = |v: f64| v.round().clamp(0.0, 1023.0) as u16;
-        (
-            q(64.0 + 876.0 * l),
-            q(512.0 + 896.0 * cb),
-            q(512.0 + 896.0 * cr),
-        )
-    });
+    let img = stress_picture(
+        width,
+        height,
+        InputLayout::P010,
+        Signal::pq(),
+        |t| 10000.0 * t.powi(3),
+        |t| 0.1 * 1e5f64.powf(t),
+    );
     for spec in [
         "hable:desat=0:peak=10",
         "reinhard:peak=10",

@@ -46,6 +46,55 @@ impl Signal {
             (64.0, 876.0, 896.0)
         }
     }
+
+    /// Codes linear BT.2020 RGB as this signal's 10-bit Y'CbCr, the inverse of what the
+    /// tonemapper reads: PQ takes display light in nits, HLG scene light 0..1. For test
+    /// pictures, benches and the GPU check.
+    pub fn encode10(&self, rgb: [f64; 3]) -> (u16, u16, u16) {
+        use super::math::{BT2020_LUMA, hlg_oetf, pq_inv_eotf, rgb_to_ycbcr};
+        let e = match self.transfer {
+            Transfer::Pq => rgb.map(pq_inv_eotf),
+            Transfer::Hlg => rgb.map(hlg_oetf),
+        };
+        let [y, cb, cr] = rgb_to_ycbcr(BT2020_LUMA, e);
+        let (yo, ys, cs) = self.range10();
+        let q = |v: f64| v.round().clamp(0.0, 1023.0) as u16;
+        (q(yo + ys * y), q(512.0 + cs * cb), q(512.0 + cs * cr))
+    }
+}
+
+/// The saturated BT.2020 primaries and secondaries that stress pictures are made of.
+pub const STRESS_HUES: [[f64; 3]; 6] = [
+    [1.0, 0.0, 0.0],
+    [0.0, 1.0, 0.0],
+    [0.0, 0.0, 1.0],
+    [1.0, 1.0, 0.0],
+    [0.0, 1.0, 1.0],
+    [1.0, 0.0, 1.0],
+];
+
+/// A stress picture coded as `signal`: a neutral ramp (`neutral(t)` for t = 0..1 across the
+/// picture) on the top third and, below it, one band per [`STRESS_HUES`] entry scaled by
+/// `level(t)` (linear light in `signal`'s units, see [`Signal::encode10`]).
+pub fn stress_picture(
+    w: usize,
+    h: usize,
+    layout: InputLayout,
+    signal: Signal,
+    neutral: impl Fn(f64) -> f64,
+    level: impl Fn(f64) -> f64,
+) -> OwnedImage {
+    OwnedImage::new_input(w, h, layout, |x, y| {
+        let t = x as f64 / (w.max(2) - 1) as f64;
+        if y < h / 3 {
+            signal.encode10([neutral(t); 3])
+        } else {
+            let n = STRESS_HUES.len();
+            let band = ((y - h / 3) * n / (h - h / 3)).min(n - 1);
+            let l = level(t);
+            signal.encode10(STRESS_HUES[band].map(|c| c * l))
+        }
+    })
 }
 
 /// How 10-bit input samples are laid out.

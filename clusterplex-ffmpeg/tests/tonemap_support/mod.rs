@@ -3,23 +3,10 @@
 #![allow(dead_code)]
 
 use clusterplex_ffmpeg::tonemap::cuda::run_kernel_on_host;
-use clusterplex_ffmpeg::tonemap::image::OwnedImage;
-use clusterplex_ffmpeg::tonemap::math::*;
+use clusterplex_ffmpeg::tonemap::image::{OwnedImage, stress_picture};
 use clusterplex_ffmpeg::tonemap::{
     Impl, InputLayout, OutputFormat, Params, Signal, SimdLevel, TonemapOptions, TonemapStage,
 };
-
-/// Encodes linear BT.2020 RGB in nits as limited-range 10-bit PQ Y'CbCr codes.
-pub fn encode_pq(rgb_nits: [f64; 3]) -> (u16, u16, u16) {
-    let e = rgb_nits.map(pq_inv_eotf);
-    let [y, cb, cr] = rgb_to_ycbcr(BT2020_LUMA, e);
-    let q = |v: f64| v.round().clamp(0.0, 1023.0) as u16;
-    (
-        q(64.0 + 876.0 * y),
-        q(512.0 + 896.0 * cb),
-        q(512.0 + 896.0 * cr),
-    )
-}
 
 /// Which implementation a test runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -116,46 +103,15 @@ pub fn psnr(a: &[u16], b: &[u16], max: f64) -> (f64, u16) {
     (p, md)
 }
 
-/// The stress layout: a neutral ramp (`neutral(t)` for t = 0..1 across the image) on the top
-/// third, and below it bands of the six saturated BT.2020 primaries and secondaries scaled by
-/// `level(t)`; each pixel's linear RGB is coded by `encode`.
-pub fn stress_layout(
-    w: usize,
-    h: usize,
-    layout: InputLayout,
-    neutral: impl Fn(f64) -> f64,
-    level: impl Fn(f64) -> f64,
-    encode: impl Fn([f64; 3]) -> (u16, u16, u16),
-) -> OwnedImage {
-    const HUES: [[f64; 3]; 6] = [
-        [1.0, 0.0, 0.0],
-        [0.0, 1.0, 0.0],
-        [0.0, 0.0, 1.0],
-        [1.0, 1.0, 0.0],
-        [0.0, 1.0, 1.0],
-        [1.0, 0.0, 1.0],
-    ];
-    OwnedImage::new_input(w, h, layout, |x, y| {
-        let t = x as f64 / (w - 1) as f64;
-        if y < h / 3 {
-            encode([neutral(t); 3])
-        } else {
-            let band = ((y - h / 3) * HUES.len() / (h - h / 3)).min(HUES.len() - 1);
-            let l = level(t);
-            encode(HUES[band].map(|c| c * l))
-        }
-    })
-}
-
 /// A PQ stress image: a neutral ramp 0..10000 nits on top, saturated BT.2020 primaries and
 /// secondaries from 0.1 to 10000 nits below.
 pub fn stress_image(w: usize, h: usize, layout: InputLayout) -> OwnedImage {
-    stress_layout(
+    stress_picture(
         w,
         h,
         layout,
+        Signal::pq(),
         |t| 10000.0 * t.powi(3),
         |t| 0.1 * 1e5f64.powf(t),
-        encode_pq,
     )
 }
