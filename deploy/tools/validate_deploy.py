@@ -284,9 +284,14 @@ GENERIC_ENV = {"TZ", "RUST_LOG", "LD_LIBRARY_PATH", "NVIDIA_DRIVER_CAPABILITIES"
 
 def flags_env(crate):
     """Env names the crate's clap flags accept (`env = "NAME"`), or None if it has none yet."""
+    texts = [f.read_text(encoding="utf-8") for f in (ROOT / crate / "src").rglob("*.rs")]
+    # The orchestrator connection flags are declared once in clusterplex-core and flattened
+    # into each client CLI (`#[command(flatten)] conn: OrchestratorConn`).
+    if any("OrchestratorConn" in t for t in texts):
+        texts.append((ROOT / "clusterplex-core" / "src" / "conn.rs").read_text(encoding="utf-8"))
     names = set()
-    for f in (ROOT / crate / "src").rglob("*.rs"):
-        names |= set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', f.read_text(encoding="utf-8")))
+    for t in texts:
+        names |= set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', t))
     return names or None
 
 
