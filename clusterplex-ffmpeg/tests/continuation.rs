@@ -147,6 +147,20 @@ fn copied_packets_before_a_resume_point_are_dropped_like_ffmpeg_copypriorss_0() 
     );
 }
 
+/// Re-encoded AAC (48 kHz) across a join: strictly increasing, no gap over one frame.
+fn assert_audio_continuous(a: &[(f64, bool)]) {
+    let frame = 1024.0 / 48000.0;
+    for w in a.windows(2) {
+        let step = w[1].0 - w[0].0;
+        assert!(
+            step > 0.0 && step < 2.0 * frame + 1e-3,
+            "audio jumps from {} to {} s",
+            w[0].0,
+            w[1].0
+        );
+    }
+}
+
 /// Plex's DASH playback argv (the e2e shape) writing into `dir`, the video copied or encoded.
 fn plex_dash(src: &Path, dir: &Path, encode_video: bool) -> Job {
     let video: &[&str] = if encode_video {
@@ -268,18 +282,8 @@ fn dash_continuation(encode_video: bool) {
             .collect::<Vec<_>>(),
         "video of the resumed session differs from one uninterrupted run"
     );
-    // Audio (re-encoded): strictly increasing, no gap over one AAC frame at the join.
     let a = pts(&joined(sess.path(), 1, &nums), "0");
-    let frame = 1024.0 / 48000.0;
-    for w in a.windows(2) {
-        let step = w[1].0 - w[0].0;
-        assert!(
-            step > 0.0 && step < 2.0 * frame + 1e-3,
-            "audio jumps from {} to {} s",
-            w[0].0,
-            w[1].0
-        );
-    }
+    assert_audio_continuous(&a);
     let joined_v = joined(sess.path(), 0, &nums);
     assert!(tk::decode_errors(&joined_v).trim().is_empty());
 
@@ -617,18 +621,8 @@ fn hls_continuation(encode_video: bool, fmp4: bool) {
             last.end
         );
     }
-    // Audio (re-encoded): strictly increasing, no gap over one AAC frame at the join.
     let a = pts(&joined, "a:0");
-    let frame = 1024.0 / 48000.0;
-    for w in a.windows(2) {
-        let step = w[1].0 - w[0].0;
-        assert!(
-            step > 0.0 && step < 2.0 * frame + 1e-3,
-            "audio jumps from {} to {} s",
-            w[0].0,
-            w[1].0
-        );
-    }
+    assert_audio_continuous(&a);
     assert!((a.last().unwrap().0 - a[0].0 - 10.0).abs() < 0.1, "{a:?}");
     assert!(tk::decode_errors(&joined).trim().is_empty());
 }
