@@ -21,6 +21,9 @@ pub fn target_dir() -> PathBuf {
 
 static BUILT: Mutex<Option<HashSet<String>>> = Mutex::new(None);
 
+/// Set to `1` by scripts/test.sh: the workspace's binaries next to the test binaries are current.
+pub const PREBUILT_ENV: &str = "CLUSTERPLEX_TEST_BINS_BUILT";
+
 /// The path of binary `bin` of workspace package `package`, next to the test binary. When the
 /// test runs under cargo (`CARGO` is set), it is built first (once per test process), so a
 /// test of one crate can run another crate's binary: cargo only builds binaries of the crate
@@ -33,7 +36,13 @@ pub fn workspace_bins(wanted: &[(&str, &str)]) -> Vec<PathBuf> {
         .iter()
         .filter(|(p, b)| !done.contains(&format!("{p}/{b}")))
         .collect();
+    // scripts/test.sh builds the whole workspace's tests first, which builds every package's
+    // binaries too; a `cargo build -p` from here would resolve features (and build-script env)
+    // differently and recompile a few minutes' worth of crates, then overwrite those binaries.
+    let prebuilt = std::env::var_os(PREBUILT_ENV).is_some_and(|v| v == "1")
+        && missing.iter().all(|(_, b)| dir.join(b).exists());
     if !missing.is_empty()
+        && !prebuilt
         && let Ok(cargo) = std::env::var("CARGO")
     {
         let mut cmd = Command::new(cargo);
