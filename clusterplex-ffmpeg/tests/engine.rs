@@ -13,6 +13,7 @@ use clusterplex_core::{
 };
 use clusterplex_ffmpeg::{Error, Stage, engine::Engine};
 use clusterplex_testkit as tk;
+use tempfile::TempDir;
 
 fn map(input: usize, spec: &str) -> StreamMap {
     StreamMap {
@@ -97,6 +98,127 @@ fn manifests(evs: &[JobEvent]) -> Vec<(String, String, bool)> {
         .collect()
 }
 
+/// A scratch directory and a single-file output `name` in it, the shape most tests write and
+/// then probe. The directory lives as long as the returned `TempDir`.
+fn file_out(name: &str) -> (TempDir, PathBuf, Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join(name);
+    let out = Output::new(target.to_string_lossy(), None);
+    (dir, target, out)
+}
+
+/// The plain transcode most tests run: video to libx264 (ultrafast), audio to AAC.
+fn x264_aac(out: &mut Output) {
+    out.streams.push(set("v", enc("libx264")));
+    out.streams.push(set("a", enc("aac")));
+}
+
+/// [`job`] working in `dir`, where segmented outputs write their relatively named files.
+fn job_in(dir: &Path, input: &Path, out: Output) -> Job {
+    let mut j = job(input, out);
+    j.working_dir = Some(dir.to_path_buf());
+    j
+}
+
+/// A job encoding the video of `src` with `encoder` into scratch file `name`: what the error
+/// tests vary.
+fn video_job(src: &Path, name: &str, encoder: &str) -> (TempDir, PathBuf, Job) {
+    let (dir, target, mut out) = file_out(name);
+    out.streams.push(set("v", enc(encoder)));
+    (dir, target, job(src, out))
+}
+
+/// The error of encoding the video of a 2 s clip with `encoder`, which must fail.
+fn encode_error(encoder: &str) -> Error {
+    let (_dir, _, j) = video_job(&tk::h264_aac(320, 180, 2.0), "x.mp4", encoder);
+    match run(&j).0 {
+        Ok(_) => panic!("encoding with {encoder} must fail"),
+        Err(e) => e,
+    }
+}
+
+/// The files `parts` of `dir` concatenated into `dir/name`: an init segment (or header)
+/// followed by media segments must be a playable file.
+fn join<P: AsRef<Path>>(dir: &Path, parts: &[P], name: &str) -> PathBuf {
+    let mut cat = Vec::new();
+    for p in parts {
+        cat.extend(std::fs::read(dir.join(p)).unwrap());
+    }
+    let joined = dir.join(name);
+    std::fs::write(&joined, cat).unwrap();
+    joined
+}
+
+/// The names of the entries of `dir`, sorted.
+fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A VOD HLS output of 1 s segments to `playlist`, numbered from `start_number`.
+fn hls_out(
+    playlist: &str,
+    start_number: u64,
+    segment_type: HlsSegmentType,
+    segment_filename: Option<&str>,
+    init_filename: Option<&str>,
+) -> Output {
+    let mut out = Output::new(playlist, Some("hls"));
+    out.segmenting = Some(Segmenting::Hls {
+        time: 1.0,
+        start_number,
+        list_size: 0,
+        playlist_type: Some("vod".into()),
+        segment_type,
+        segment_filename: segment_filename.map(Into::into),
+        init_filename: init_filename.map(Into::into),
+        flags: None,
+    });
+    out
+}
+
+/// DASH in 1 s segments with Plex's file names, numbered from `start_number`.
+fn dash_segmenting(
+    start_number: u64,
+    manifest_target: Option<&str>,
+    window_size: Option<u32>,
+    delete_removed: Option<bool>,
+) -> Segmenting {
+    Segmenting::Dash {
+        seg_duration: 1.0,
+        start_number,
+        init_seg_name: Some("init-stream$RepresentationID$.m4s".into()),
+        media_seg_name: Some("chunk-stream$RepresentationID$-$Number%05d$.m4s".into()),
+        manifest_target: manifest_target.map(Into::into),
+        window_size,
+        use_template: None,
+        use_timeline: None,
+        single_file: false,
+        time_delta: None,
+        delete_removed,
+        break_non_keyframes: false,
+    }
+}
+
+/// Plex's burn-in layout: video copied from a 3 s clip, a sidecar SRT as the second input,
+/// its stream encoded with `codec`, into scratch file `name` (returned once written).
+fn srt_beside_video(name: &str, codec: &str) -> (TempDir, PathBuf) {
+    let video = tk::h264_aac(320, 180, 3.0);
+    let (dir, target, mut out) = file_out(name);
+    out.maps = vec![map(0, "v:0"), map(1, "s:0")];
+    out.streams.push(set("v", copy()));
+    out.streams.push(set("s", enc(codec)));
+    let mut j = job(&video, out);
+    j.inputs
+        .push(Input::new(tk::srt_file().to_string_lossy().into_owned()));
+    ok(&j);
+    (dir, target)
+}
+
 #[test]
 fn mp4_transcode_scales_and_keeps_all_frames() {
     let src = tk::h264_aac(320, 180, 2.0);
@@ -110,9 +232,8 @@ fn mp4_transcode_scales_and_keeps_all_frames() {
         },
     ));
     out.streams.push(set("a", enc("aac")));
-    let mut j = job(&src, out);
-    j.working_dir = Some(dir.path().to_path_buf());
-    let evs = ok(&j);
+    // A relative target lands in the working directory.
+    let evs = ok(&job_in(dir.path(), &src, out));
     let path = dir.path().join("out.mp4");
     let info = tk::probe(&path);
     let v = info.video().unwrap();
@@ -149,9 +270,7 @@ fn mp4_transcode_scales_and_keeps_all_frames() {
 #[test]
 fn mp4_stream_copy_keeps_packets() {
     let src = tk::h264_aac(320, 180, 2.0);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("copy.mp4");
-    let mut out = Output::new(target.to_string_lossy(), None);
+    let (_dir, target, mut out) = file_out("copy.mp4");
     out.streams.push(set("", copy()));
     ok(&job(&src, out));
     let info = tk::probe(&target);
@@ -163,15 +282,13 @@ fn mp4_stream_copy_keeps_packets() {
 #[test]
 fn fragmented_mp4() {
     let src = tk::h264_aac(320, 180, 2.0);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("frag.mp4");
-    let mut out = Output::new(target.to_string_lossy(), Some("mp4"));
+    let (_dir, target, mut out) = file_out("frag.mp4");
+    out.format = Some("mp4".into());
     out.format_options.insert(
         "movflags".into(),
         "frag_keyframe+empty_moov+default_base_moof".into(),
     );
-    out.streams.push(set("v", enc("libx264")));
-    out.streams.push(set("a", enc("aac")));
+    x264_aac(&mut out);
     ok(&job(&src, out));
     let bytes = std::fs::read(&target).unwrap();
     assert!(bytes.windows(4).any(|w| w == b"moof"), "no moof box");
@@ -181,9 +298,7 @@ fn fragmented_mp4() {
 #[test]
 fn mkv_with_two_audio_tracks_and_ass_copy() {
     let src = tk::multi_audio_ass_mkv(2.0);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("out.mkv");
-    let mut out = Output::new(target.to_string_lossy(), None);
+    let (_dir, target, mut out) = file_out("out.mkv");
     out.maps = vec![map(0, "v"), map(0, "a"), map(0, "s")];
     out.streams.push(set("v", enc("libx264")));
     out.streams.push(set(
@@ -207,9 +322,7 @@ fn mkv_with_two_audio_tracks_and_ass_copy() {
 #[test]
 fn downmix_51_to_stereo_aac_in_mpegts() {
     let src = tk::multi_audio_ass_mkv(2.0);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("out.ts");
-    let mut out = Output::new(target.to_string_lossy(), None);
+    let (_dir, target, mut out) = file_out("out.ts");
     out.maps = vec![map(0, "v:0"), map(0, "a:1")];
     out.streams.push(set("v", enc("libx264")));
     out.streams.push(set(
@@ -232,9 +345,7 @@ fn downmix_51_to_stereo_aac_in_mpegts() {
 #[test]
 fn ass_subtitles_to_ass_file() {
     let src = tk::multi_audio_ass_mkv(3.0);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("subs.ass");
-    let mut out = Output::new(target.to_string_lossy(), None);
+    let (_dir, target, mut out) = file_out("subs.ass");
     out.maps = vec![map(0, "s:0")];
     ok(&job(&src, out));
     let text = std::fs::read_to_string(&target).unwrap();
@@ -246,9 +357,7 @@ fn ass_subtitles_to_ass_file() {
 fn two_inputs_video_from_one_audio_from_other() {
     let a = tk::h264_aac(320, 180, 2.0);
     let b = tk::multi_audio_ass_mkv(2.0);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("two.mp4");
-    let mut out = Output::new(target.to_string_lossy(), None);
+    let (_dir, target, mut out) = file_out("two.mp4");
     out.maps = vec![map(0, "v:0"), map(1, "a:1")];
     out.streams.push(set("v", copy()));
     out.streams.push(set(
@@ -275,9 +384,7 @@ fn two_inputs_video_from_one_audio_from_other() {
 #[test]
 fn complex_filter_graph_output() {
     let src = tk::h264_aac(320, 180, 2.0);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("cx.mp4");
-    let mut out = Output::new(target.to_string_lossy(), None);
+    let (_dir, target, mut out) = file_out("cx.mp4");
     out.maps = vec![
         StreamMap {
             source: MapSource::Label("1".into()),
@@ -301,27 +408,16 @@ fn complex_filter_graph_output() {
 fn segment_muxer_with_csv_list() {
     let src = tk::h264_aac(320, 180, 3.0);
     let dir = tempfile::tempdir().unwrap();
-    let mut out = Output::new("media-%05d.ts", Some("segment"));
-    out.streams.push(set("v", enc("libx264")));
-    out.streams.push(set("a", enc("aac")));
-    out.segmenting = Some(Segmenting::Segment {
-        segment_time: 1.0,
-        start_number: 0,
-        segment_format: Some("mpegts".into()),
-        list: Some(SegmentList {
-            target: "list.csv".into(),
-            kind: SegmentListType::Csv,
-            size: 0,
-            separate_stream_times: false,
-            unfinished: false,
-        }),
-        header_filename: None,
-        time_delta: None,
-        format_options: Default::default(),
-    });
-    let mut j = job(&src, out);
-    j.working_dir = Some(dir.path().to_path_buf());
-    let evs = ok(&j);
+    let list = SegmentList {
+        target: "list.csv".into(),
+        kind: SegmentListType::Csv,
+        size: 0,
+        separate_stream_times: false,
+        unfinished: false,
+    };
+    let mut out = segment_out("media-%05d.ts", "mpegts", 1.0, Some(list));
+    x264_aac(&mut out);
+    let evs = ok(&job_in(dir.path(), &src, out));
     let csv = std::fs::read_to_string(dir.path().join("list.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(rows.len(), 3, "{csv}");
@@ -353,22 +449,9 @@ fn segment_muxer_with_csv_list() {
 fn hls_mpegts_segments_and_playlist() {
     let src = tk::h264_aac(320, 180, 3.0);
     let dir = tempfile::tempdir().unwrap();
-    let mut out = Output::new("index.m3u8", Some("hls"));
-    out.streams.push(set("v", enc("libx264")));
-    out.streams.push(set("a", enc("aac")));
-    out.segmenting = Some(Segmenting::Hls {
-        time: 1.0,
-        start_number: 0,
-        list_size: 0,
-        playlist_type: Some("vod".into()),
-        segment_type: HlsSegmentType::Mpegts,
-        segment_filename: None,
-        init_filename: None,
-        flags: None,
-    });
-    let mut j = job(&src, out);
-    j.working_dir = Some(dir.path().to_path_buf());
-    let evs = ok(&j);
+    let mut out = hls_out("index.m3u8", 0, HlsSegmentType::Mpegts, None, None);
+    x264_aac(&mut out);
+    let evs = ok(&job_in(dir.path(), &src, out));
     let pl = std::fs::read_to_string(dir.path().join("index.m3u8")).unwrap();
     let segs: Vec<&str> = pl
         .lines()
@@ -388,22 +471,15 @@ fn hls_mpegts_segments_and_playlist() {
 fn hls_fmp4_segments() {
     let src = tk::h264_aac(320, 180, 2.0);
     let dir = tempfile::tempdir().unwrap();
-    let mut out = Output::new("master.m3u8", Some("hls"));
-    out.streams.push(set("v", enc("libx264")));
-    out.streams.push(set("a", enc("aac")));
-    out.segmenting = Some(Segmenting::Hls {
-        time: 1.0,
-        start_number: 5,
-        list_size: 0,
-        playlist_type: Some("vod".into()),
-        segment_type: HlsSegmentType::Fmp4,
-        segment_filename: Some("seg-%03d.m4s".into()),
-        init_filename: Some("init.mp4".into()),
-        flags: None,
-    });
-    let mut j = job(&src, out);
-    j.working_dir = Some(dir.path().to_path_buf());
-    let evs = ok(&j);
+    let mut out = hls_out(
+        "master.m3u8",
+        5,
+        HlsSegmentType::Fmp4,
+        Some("seg-%03d.m4s"),
+        Some("init.mp4"),
+    );
+    x264_aac(&mut out);
+    let evs = ok(&job_in(dir.path(), &src, out));
     let pl = std::fs::read_to_string(dir.path().join("master.m3u8")).unwrap();
     assert!(pl.contains("#EXT-X-MAP:URI=\"init.mp4\""), "{pl}");
     assert!(
@@ -414,10 +490,7 @@ fn hls_fmp4_segments() {
     let nums: Vec<u64> = segments(&evs).iter().map(|s| s.0).collect();
     assert_eq!(nums, vec![5, 6]);
     // init + segment concatenated is a valid fragmented mp4.
-    let mut cat = std::fs::read(dir.path().join("init.mp4")).unwrap();
-    cat.extend(std::fs::read(dir.path().join("seg-005.m4s")).unwrap());
-    let joined = dir.path().join("joined.mp4");
-    std::fs::write(&joined, cat).unwrap();
+    let joined = join(dir.path(), &["init.mp4", "seg-005.m4s"], "joined.mp4");
     assert_eq!(tk::count_frames(&joined, "v:0"), 25);
 }
 
@@ -426,30 +499,15 @@ fn dash_plex_names_with_start_number_100() {
     let src = tk::h264_aac(320, 180, 3.0);
     let dir = tempfile::tempdir().unwrap();
     let mut out = Output::new("dash", Some("dash"));
-    out.streams.push(set("v", enc("libx264")));
-    out.streams.push(set("a", enc("aac")));
-    out.segmenting = Some(Segmenting::Dash {
-        seg_duration: 1.0,
-        start_number: 100,
-        init_seg_name: Some("init-stream$RepresentationID$.m4s".into()),
-        media_seg_name: Some("chunk-stream$RepresentationID$-$Number%05d$.m4s".into()),
-        manifest_target: Some("http://127.0.0.1:32400/video/:/transcode/session/x/manifest".into()),
-        window_size: None,
-        use_template: None,
-        use_timeline: None,
-        single_file: false,
-        time_delta: None,
-        delete_removed: Some(false),
-        break_non_keyframes: false,
-    });
-    let mut j = job(&src, out);
-    j.working_dir = Some(dir.path().to_path_buf());
-    let evs = ok(&j);
-    let mut names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
+    x264_aac(&mut out);
+    out.segmenting = Some(dash_segmenting(
+        100,
+        Some("http://127.0.0.1:32400/video/:/transcode/session/x/manifest"),
+        None,
+        Some(false),
+    ));
+    let evs = ok(&job_in(dir.path(), &src, out));
+    let names = file_names(dir.path());
     for rep in 0..2 {
         assert!(
             names.contains(&format!("init-stream{rep}.m4s")),
@@ -515,10 +573,8 @@ fn dash_plex_names_with_start_number_100() {
     }
     assert!(m.last().unwrap().2 && m.last().unwrap().1 == mpd);
     // init + one chunk is decodable video with a keyframe first.
-    let mut cat = std::fs::read(dir.path().join("init-stream0.m4s")).unwrap();
-    cat.extend(std::fs::read(dir.path().join("chunk-stream0-00101.m4s")).unwrap());
-    let joined = dir.path().join("joined.mp4");
-    std::fs::write(&joined, cat).unwrap();
+    let parts = ["init-stream0.m4s", "chunk-stream0-00101.m4s"];
+    let joined = join(dir.path(), &parts, "joined.mp4");
     assert_eq!(tk::count_frames(&joined, "v:0"), 25);
     assert_eq!(tk::frames(&joined, "v:0")[0]["key_frame"], 1);
 }
@@ -526,11 +582,8 @@ fn dash_plex_names_with_start_number_100() {
 #[test]
 fn accurate_input_seek() {
     let src = tk::h264_aac(320, 180, 3.0);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("seek.mp4");
-    let mut out = Output::new(target.to_string_lossy(), None);
-    out.streams.push(set("v", enc("libx264")));
-    out.streams.push(set("a", enc("aac")));
+    let (_dir, target, mut out) = file_out("seek.mp4");
+    x264_aac(&mut out);
     let mut j = job(&src, out);
     // 1.4 s is between keyframes (every 1 s): accurate seek must drop 0.4 s of decoded frames.
     j.inputs[0].seek = Some(1.4);
@@ -546,9 +599,7 @@ fn accurate_input_seek() {
 #[test]
 fn output_duration_limit() {
     let src = tk::h264_aac(320, 180, 3.0);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("t.mkv");
-    let mut out = Output::new(target.to_string_lossy(), None);
+    let (_dir, target, mut out) = file_out("t.mkv");
     out.streams.push(set("v", enc("libx264")));
     out.disable.push(MediaKind::Audio);
     out.duration = Some(1.0);
@@ -560,9 +611,7 @@ fn output_duration_limit() {
 #[test]
 fn cancel_stops_quickly_and_leaves_valid_output() {
     let src = tk::h264_aac(1280, 720, 8.0);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("cancel.mkv");
-    let mut out = Output::new(target.to_string_lossy(), None);
+    let (_dir, target, mut out) = file_out("cancel.mkv");
     out.streams.push(set(
         "v",
         StreamSettings {
@@ -611,11 +660,8 @@ fn cancel_stops_quickly_and_leaves_valid_output() {
 
 #[test]
 fn truncated_input_is_a_typed_error() {
-    let bad = tk::truncated_mp4();
-    let dir = tempfile::tempdir().unwrap();
-    let mut out = Output::new(dir.path().join("x.mp4").to_string_lossy(), None);
-    out.streams.push(set("v", enc("libx264")));
-    let (r, _) = run(&job(&bad, out));
+    let (_dir, _, j) = video_job(&tk::truncated_mp4(), "x.mp4", "libx264");
+    let (r, _) = run(&j);
     match r {
         Err(Error::Av {
             stage: Stage::OpenInput,
@@ -628,12 +674,8 @@ fn truncated_input_is_a_typed_error() {
 
 #[test]
 fn corrupt_input_does_not_panic() {
-    let bad = tk::corrupt_ts();
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("x.mkv");
-    let mut out = Output::new(target.to_string_lossy(), None);
-    out.streams.push(set("v", enc("libx264")));
-    let (r, _) = run(&job(&bad, out));
+    let (_dir, target, j) = video_job(&tk::corrupt_ts(), "x.mkv", "libx264");
+    let (r, _) = run(&j);
     // Either the decodable part is transcoded (like ffmpeg) or a typed error comes back.
     match r {
         Ok(_) => assert!(tk::count_frames(&target, "v:0") > 0),
@@ -674,12 +716,7 @@ fn full_disk_is_a_clear_mux_error_and_stops_the_job() {
 
 #[test]
 fn unknown_encoder_is_named() {
-    let src = tk::h264_aac(320, 180, 2.0);
-    let dir = tempfile::tempdir().unwrap();
-    let mut out = Output::new(dir.path().join("x.mp4").to_string_lossy(), None);
-    out.streams.push(set("v", enc("h264_bogus")));
-    let (r, _) = run(&job(&src, out));
-    let e = r.expect_err("must fail");
+    let e = encode_error("h264_bogus");
     let msg = e.to_string();
     assert!(matches!(e, Error::Unsupported(_)), "{e:?}");
     assert!(
@@ -690,12 +727,8 @@ fn unknown_encoder_is_named() {
 
 #[test]
 fn missing_hardware_encoder_is_clear() {
-    let src = tk::h264_aac(320, 180, 2.0);
-    let dir = tempfile::tempdir().unwrap();
-    let mut out = Output::new(dir.path().join("x.mp4").to_string_lossy(), None);
-    out.streams.push(set("v", enc("h264_nvenc")));
-    let (r, _) = run(&job(&src, out));
-    let e = r.expect_err("no NVIDIA GPU here");
+    // No NVIDIA GPU here.
+    let e = encode_error("h264_nvenc");
     let msg = e.to_string();
     assert_eq!(e.stage(), "encode", "{msg}");
     assert!(
@@ -707,10 +740,7 @@ fn missing_hardware_encoder_is_clear() {
 #[test]
 fn missing_hardware_decoder_is_clear() {
     let src = tk::h264_aac(320, 180, 2.0);
-    let dir = tempfile::tempdir().unwrap();
-    let mut out = Output::new(dir.path().join("x.mp4").to_string_lossy(), None);
-    out.streams.push(set("v", enc("libx264")));
-    let mut j = job(&src, out);
+    let (_dir, _, mut j) = video_job(&src, "x.mp4", "libx264");
     j.inputs[0].decoders.push(ByStream::new(
         "v".parse().unwrap(),
         "h264_cuvid".to_string(),
@@ -723,9 +753,7 @@ fn missing_hardware_decoder_is_clear() {
 #[test]
 fn tonemap_in_a_simple_chain_is_split_out() {
     let src = tk::hevc_hdr10();
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("sdr.mp4");
-    let mut out = Output::new(target.to_string_lossy(), None);
+    let (_dir, target, mut out) = file_out("sdr.mp4");
     out.streams.push(set(
         "v",
         StreamSettings {
@@ -746,8 +774,8 @@ fn started_lists_every_input_audio_and_video_stream() {
     // Video, stereo `eng` and 5.1 `fre` AAC, and an ASS track (not listed: Plex only reports
     // audio and video).
     let src = tk::multi_audio_ass_mkv(1.0);
-    let dir = tempfile::tempdir().unwrap();
-    let mut out = Output::new(dir.path().join("o.mkv").to_string_lossy(), Some("matroska"));
+    let (_dir, _, mut out) = file_out("o.mkv");
+    out.format = Some("matroska".into());
     out.maps.push(map(0, "v:0"));
     out.streams.push(set("v", copy()));
     let evs = ok(&job(&src, out));
@@ -856,6 +884,16 @@ fn plex_list(size: u32) -> SegmentList {
     }
 }
 
+/// Sets the segment muxer's `-segment_header_filename` (Plex's segmented outputs write one).
+fn set_header(out: &mut Output, name: &str) {
+    if let Some(Segmenting::Segment {
+        header_filename, ..
+    }) = &mut out.segmenting
+    {
+        *header_filename = Some(name.into());
+    }
+}
+
 #[test]
 fn segment_header_file_and_plex_csv_list() {
     // Plex's HLS shape: Matroska segments, one header file, a CSV list with per-stream end
@@ -863,28 +901,20 @@ fn segment_header_file_and_plex_csv_list() {
     let src = tk::h264_aac(320, 180, 3.0);
     let dir = tempfile::tempdir().unwrap();
     let mut out = segment_out("media-%05d.mkv", "matroska", 1.0, Some(plex_list(5)));
-    out.streams.push(set("v", enc("libx264")));
-    out.streams.push(set("a", enc("aac")));
-    if let Some(Segmenting::Segment {
-        header_filename, ..
-    }) = &mut out.segmenting
-    {
-        *header_filename = Some("header".into());
-    }
-    let mut j = job(&src, out);
-    j.working_dir = Some(dir.path().to_path_buf());
-    let evs = ok(&j);
+    x264_aac(&mut out);
+    set_header(&mut out, "header");
+    let evs = ok(&job_in(dir.path(), &src, out));
     // The header holds the EBML header once; segments start with a Cluster and no header.
     let header = std::fs::read(dir.path().join("header")).unwrap();
     assert_eq!(&header[..4], &[0x1a, 0x45, 0xdf, 0xa3]);
-    let mut all = header.clone();
+    let mut parts = vec!["header".to_string()];
     for n in 0..3 {
-        let seg = std::fs::read(dir.path().join(format!("media-{n:05}.mkv"))).unwrap();
+        let name = format!("media-{n:05}.mkv");
+        let seg = std::fs::read(dir.path().join(&name)).unwrap();
         assert_eq!(&seg[..4], &[0x1f, 0x43, 0xb6, 0x75], "segment {n}");
-        all.extend(seg);
+        parts.push(name);
     }
-    let joined = dir.path().join("joined.mkv");
-    std::fs::write(&joined, all).unwrap();
+    let joined = join(dir.path(), &parts, "joined.mkv");
     assert_eq!(tk::count_frames(&joined, "v:0"), 75);
     // The header is not a segment.
     let segs = segments(&evs);
@@ -938,15 +968,8 @@ fn plex_csv_list_of_subtitles_has_no_stream_ends() {
     let mut out = segment_out("sub-chunk-%05d", "ass", 1.0, Some(plex_list(5)));
     out.maps.push(map(0, "s:0"));
     out.streams.push(set("s", enc("ass")));
-    if let Some(Segmenting::Segment {
-        header_filename, ..
-    }) = &mut out.segmenting
-    {
-        *header_filename = Some("sub-header".into());
-    }
-    let mut j = job(&src, out);
-    j.working_dir = Some(dir.path().to_path_buf());
-    let evs = ok(&j);
+    set_header(&mut out, "sub-header");
+    let evs = ok(&job_in(dir.path(), &src, out));
     let header = std::fs::read_to_string(dir.path().join("sub-header")).unwrap();
     assert!(header.contains("[Script Info]"), "{header}");
     let m = manifests(&evs);
@@ -995,9 +1018,7 @@ fn segment_time_delta_cuts_at_a_keyframe_just_before_the_boundary() {
         if let Some(Segmenting::Segment { time_delta, .. }) = &mut out.segmenting {
             *time_delta = delta;
         }
-        let mut j = job(&src, out);
-        j.working_dir = Some(dir.path().to_path_buf());
-        ok(&j);
+        ok(&job_in(dir.path(), &src, out));
         tk::count_frames(&dir.path().join("m-000.mkv"), "v:0")
     };
     assert_eq!(run_with(Some(0.0625)), 24, "cut at 0.96 s");
@@ -1010,20 +1031,7 @@ fn segment_time_delta_cuts_at_a_keyframe_just_before_the_boundary() {
 
 fn dash_out(window: Option<u32>, delete_removed: Option<bool>) -> Output {
     let mut out = Output::new("dash", Some("dash"));
-    out.segmenting = Some(Segmenting::Dash {
-        seg_duration: 1.0,
-        start_number: 1,
-        init_seg_name: Some("init-stream$RepresentationID$.m4s".into()),
-        media_seg_name: Some("chunk-stream$RepresentationID$-$Number%05d$.m4s".into()),
-        manifest_target: None,
-        window_size: window,
-        use_template: None,
-        use_timeline: None,
-        single_file: false,
-        time_delta: None,
-        delete_removed,
-        break_non_keyframes: false,
-    });
+    out.segmenting = Some(dash_segmenting(1, None, window, delete_removed));
     out.format_options
         .insert("extra_window_size".into(), "1".into());
     out
@@ -1037,16 +1045,10 @@ fn dash_delete_removed_false_keeps_old_segments_true_deletes_them() {
         let mut out = dash_out(Some(1), delete);
         out.maps.push(map(0, "v:0"));
         out.streams.push(set("v", copy()));
-        let mut j = job(&src, out);
-        j.working_dir = Some(dir.path().to_path_buf());
-        let evs = ok(&j);
+        let evs = ok(&job_in(dir.path(), &src, out));
         assert_eq!(segments(&evs).len(), 4);
-        let mut names: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("chunk-"))
-            .collect();
-        names.sort();
+        let mut names = file_names(dir.path());
+        names.retain(|n| n.starts_with("chunk-"));
         names
     };
     let all: Vec<String> = (1..=4)
@@ -1071,24 +1073,18 @@ fn dash_time_delta_is_honoured_when_encoding_and_logged_with_copied_video() {
         out
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut j = job(&src, with_delta(copy()));
-    j.working_dir = Some(dir.path().to_path_buf());
     // Copied video: the source's keyframes decide (every second here), and the
     // session log says so.
-    let evs = ok(&j);
+    let evs = ok(&job_in(dir.path(), &src, with_delta(copy())));
     assert_eq!(segments(&evs).len(), 2);
     assert!(evs.iter().any(|e| matches!(e,
         JobEvent::Log { level: LogLevel::Warning, message } if message.contains("-time_delta"))));
-    let mut j = job(&src, with_delta(enc("libx264")));
-    j.working_dir = Some(dir.path().to_path_buf());
-    let evs = ok(&j);
+    let evs = ok(&job_in(dir.path(), &src, with_delta(enc("libx264"))));
     // Keyframes forced on the boundaries: every chunk is exactly one second.
     assert_eq!(segments(&evs).len(), 2);
     for n in 1..=2 {
-        let mut cat = std::fs::read(dir.path().join("init-stream0.m4s")).unwrap();
-        cat.extend(std::fs::read(dir.path().join(format!("chunk-stream0-{n:05}.m4s"))).unwrap());
-        let joined = dir.path().join("joined.mp4");
-        std::fs::write(&joined, cat).unwrap();
+        let chunk = format!("chunk-stream0-{n:05}.m4s");
+        let joined = join(dir.path(), &["init-stream0.m4s", &chunk], "joined.mp4");
         assert_eq!(tk::count_frames(&joined, "v:0"), 25);
     }
 }
@@ -1140,9 +1136,7 @@ const SRT_CUES: [(f64, f64, &str); 3] = [
 
 #[test]
 fn srt_to_ass_file_keeps_texts_and_times() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("subs.ass");
-    let mut out = Output::new(target.to_string_lossy(), None);
+    let (_dir, target, mut out) = file_out("subs.ass");
     out.streams.push(set("s", enc("ass")));
     ok(&job(&tk::srt_file(), out));
     let text = std::fs::read_to_string(&target).unwrap();
@@ -1167,17 +1161,7 @@ fn srt_to_ass_file_keeps_texts_and_times() {
 /// SRT stream encoded as ASS.
 #[test]
 fn srt_sidecar_to_ass_in_mkv_beside_video() {
-    let video = tk::h264_aac(320, 180, 3.0);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("out.mkv");
-    let mut out = Output::new(target.to_string_lossy(), None);
-    out.maps = vec![map(0, "v:0"), map(1, "s:0")];
-    out.streams.push(set("v", copy()));
-    out.streams.push(set("s", enc("ass")));
-    let mut j = job(&video, out);
-    j.inputs
-        .push(Input::new(tk::srt_file().to_string_lossy().into_owned()));
-    ok(&j);
+    let (_dir, target) = srt_beside_video("out.mkv", "ass");
     let info = tk::probe(&target);
     let subs = info.of_type("subtitle");
     assert_eq!(subs.len(), 1);
@@ -1194,17 +1178,7 @@ fn srt_sidecar_to_ass_in_mkv_beside_video() {
 
 #[test]
 fn srt_to_mov_text_in_mp4() {
-    let video = tk::h264_aac(320, 180, 3.0);
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("out.mp4");
-    let mut out = Output::new(target.to_string_lossy(), None);
-    out.maps = vec![map(0, "v:0"), map(1, "s:0")];
-    out.streams.push(set("v", copy()));
-    out.streams.push(set("s", enc("mov_text")));
-    let mut j = job(&video, out);
-    j.inputs
-        .push(Input::new(tk::srt_file().to_string_lossy().into_owned()));
-    ok(&j);
+    let (_dir, target) = srt_beside_video("out.mp4", "mov_text");
     let info = tk::probe(&target);
     assert_eq!(info.of_type("subtitle")[0]["codec_name"], "mov_text");
     assert_cues(&cues(&target), &SRT_CUES);
@@ -1213,13 +1187,11 @@ fn srt_to_mov_text_in_mp4() {
 #[test]
 fn ass_to_srt_and_webvtt() {
     let src = tk::multi_audio_ass_mkv(3.0);
-    let dir = tempfile::tempdir().unwrap();
     for (name, codec, want) in [
         ("subs.srt", "srt", "subrip"),
         ("subs.vtt", "webvtt", "webvtt"),
     ] {
-        let target = dir.path().join(name);
-        let mut out = Output::new(target.to_string_lossy(), None);
+        let (_dir, target, mut out) = file_out(name);
         out.maps = vec![map(0, "s:0")];
         out.streams.push(set("s", enc(codec)));
         ok(&job(&src, out));
@@ -1241,9 +1213,7 @@ fn ass_to_srt_and_webvtt() {
 /// at the start is kept from the start, events past the end are dropped.
 #[test]
 fn converted_subtitles_follow_output_seek_and_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("cut.ass");
-    let mut out = Output::new(target.to_string_lossy(), None);
+    let (_dir, target, mut out) = file_out("cut.ass");
     out.streams.push(set("s", enc("ass")));
     out.seek = Some(1.5);
     out.duration = Some(0.5);

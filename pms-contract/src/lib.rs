@@ -70,6 +70,21 @@ pub struct Config {
     pub throttle: bool,
 }
 
+// Builders, so a test states only the settings it cares about in one expression.
+impl Config {
+    /// Requires `token` on every request.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Checks manifests against the session directory `dir` on arrival.
+    pub fn with_session_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.session_dir = Some(dir.into());
+        self
+    }
+}
+
 /// What a request was, by PMS's routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::Path, time::Duration};
 
-use clusterplex_pms_contract::{Config, Kind, ManifestBody, PmsContract};
+use clusterplex_pms_contract::{Config, Kind, ManifestBody, PmsContract, Recording};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -55,6 +55,32 @@ async fn raw(
     (status, body)
 }
 
+/// A PUT without a body or extra headers, as the transcoder sends progress and metadata.
+async fn put(addr: SocketAddr, target: &str) -> (u16, String) {
+    raw(addr, "PUT", target, &[], None).await
+}
+
+/// A POST without extra headers: a manifest (chunked `body`) or a log line (`None`).
+async fn post(addr: SocketAddr, target: &str, body: Option<&str>) -> (u16, String) {
+    raw(addr, "POST", target, &[], body).await
+}
+
+/// An endpoint that checks manifests against the session directory `dir` on arrival.
+async fn start_checking(dir: &Path) -> PmsContract {
+    let config = Config::default().with_session_dir(dir);
+    PmsContract::start_local(config).await.unwrap()
+}
+
+/// PUTs every target in order to a fresh default endpoint, each answered with `status`, and
+/// returns what it recorded.
+async fn record_puts(targets: &[String], status: u16) -> Recording {
+    let pms = PmsContract::start_local(Config::default()).await.unwrap();
+    for t in targets {
+        assert_eq!(put(pms.addr(), t).await.0, status, "{t}");
+    }
+    pms.shutdown().await
+}
+
 fn mpd(kind: &str, start: u64, segments: usize) -> String {
     let timeline: String = (0..segments)
         .map(|i| format!("<S t=\"{}\" d=\"5000\"/>", i * 5000))
@@ -90,54 +116,18 @@ async fn replies_like_pms_and_records_in_order() {
     let pms = PmsContract::start_local(Config::default()).await.unwrap();
     let a = pms.addr();
     let p = format!("{BASE}/progress");
-    assert_eq!(
-        raw(a, "PUT", &format!("{p}?status=startup"), &[], None)
-            .await
-            .0,
-        204
-    );
-    assert_eq!(
-        raw(
-            a,
-            "PUT",
-            &format!("{p}/stream?index=0&id=0&codec=h264&type=video"),
-            &[],
-            None
-        )
-        .await
-        .0,
-        204
-    );
-    assert_eq!(
-        raw(
-            a,
-            "PUT",
-            &format!("{p}/streamDetail?index=0&id=0&codec=h264&type=video&width=320"),
-            &[],
-            None
-        )
-        .await
-        .0,
-        204
-    );
-    assert_eq!(
-        raw(a, "PUT", &format!("{p}?duration=10.000000"), &[], None)
-            .await
-            .0,
-        204
-    );
-    assert_eq!(
-        raw(a, "PUT", &format!("{p}?width=320&height=180"), &[], None)
-            .await
-            .0,
-        204
-    );
-    let (status, body) = raw(
+    for q in [
+        "?status=startup",
+        "/stream?index=0&id=0&codec=h264&type=video",
+        "/streamDetail?index=0&id=0&codec=h264&type=video&width=320",
+        "?duration=10.000000",
+        "?width=320&height=180",
+    ] {
+        assert_eq!(put(a, &format!("{p}{q}")).await.0, 204, "{q}");
+    }
+    let (status, body) = put(
         a,
-        "PUT",
         &format!("{p}?progress=10.0&size=100&remaining=5&speed=2.0"),
-        &[],
-        None,
     )
     .await;
     assert_eq!(status, 206);
@@ -146,41 +136,14 @@ async fn replies_like_pms_and_records_in_order() {
         "{body}"
     );
     pms.set_throttle(true);
-    let (status, body) = raw(
-        a,
-        "PUT",
-        &format!("{p}?progress=20.0&size=200&remaining=4"),
-        &[],
-        None,
-    )
-    .await;
+    let (status, body) = put(a, &format!("{p}?progress=20.0&size=200&remaining=4")).await;
     assert_eq!(status, 206);
     assert!(body.contains("canThrottle"), "{body}");
     // PMS rejects POST on the progress endpoint.
-    assert_eq!(
-        raw(
-            a,
-            "POST",
-            &format!("{p}?progress=30.0&size=1&remaining=1"),
-            &[],
-            None
-        )
-        .await
-        .0,
-        404
-    );
-    assert_eq!(
-        raw(
-            a,
-            "POST",
-            &format!("{p}/log?level=0&message=Input%20%2Fx%20failed%2C+retry"),
-            &[],
-            None
-        )
-        .await
-        .0,
-        200
-    );
+    let rejected = format!("{p}?progress=30.0&size=1&remaining=1");
+    assert_eq!(post(a, &rejected, None).await.0, 404);
+    let log = format!("{p}/log?level=0&message=Input%20%2Fx%20failed%2C+retry");
+    assert_eq!(post(a, &log, None).await.0, 200);
     assert_eq!(raw(a, "GET", "/library/sections", &[], None).await.0, 404);
 
     let rec = pms.shutdown().await;
@@ -227,15 +190,12 @@ async fn replies_like_pms_and_records_in_order() {
 
 #[tokio::test]
 async fn missing_or_wrong_token_is_rejected() {
-    let pms = PmsContract::start_local(Config {
-        token: Some("local-secret".into()),
-        ..Config::default()
-    })
-    .await
-    .unwrap();
+    let pms = PmsContract::start_local(Config::default().with_token("local-secret"))
+        .await
+        .unwrap();
     let a = pms.addr();
     let p = format!("{BASE}/progress?duration=3.000000");
-    assert_eq!(raw(a, "PUT", &p, &[], None).await.0, 401);
+    assert_eq!(put(a, &p).await.0, 401);
     assert_eq!(
         raw(a, "PUT", &p, &[("X-Plex-Token", "nope")], None).await.0,
         401
@@ -247,15 +207,7 @@ async fn missing_or_wrong_token_is_rejected() {
         204
     );
     assert_eq!(
-        raw(
-            a,
-            "PUT",
-            &format!("{p}&X-Plex-Token=local-secret"),
-            &[],
-            None
-        )
-        .await
-        .0,
+        put(a, &format!("{p}&X-Plex-Token=local-secret")).await.0,
         204
     );
     let rec = pms.shutdown().await;
@@ -267,25 +219,14 @@ async fn missing_or_wrong_token_is_rejected() {
 #[tokio::test]
 async fn manifests_are_checked_against_the_session_directory_on_arrival() {
     let dir = tempfile::tempdir().unwrap();
-    let pms = PmsContract::start_local(Config {
-        session_dir: Some(dir.path().into()),
-        ..Config::default()
-    })
-    .await
-    .unwrap();
+    let pms = start_checking(dir.path()).await;
     let a = pms.addr();
     let m = format!("{BASE}/manifest?X-Plex-Http-Pipeline=infinite");
     touch(dir.path(), "init-stream0.m4s");
     touch(dir.path(), "chunk-stream0-00005.m4s");
-    assert_eq!(
-        raw(a, "POST", &m, &[], Some(&mpd("dynamic", 5, 1))).await.0,
-        200
-    );
+    assert_eq!(post(a, &m, Some(&mpd("dynamic", 5, 1))).await.0, 200);
     // Lists chunk 6 before it exists: PMS would serve a missing file.
-    assert_eq!(
-        raw(a, "POST", &m, &[], Some(&mpd("dynamic", 5, 2))).await.0,
-        200
-    );
+    assert_eq!(post(a, &m, Some(&mpd("dynamic", 5, 2))).await.0, 200);
     touch(dir.path(), "chunk-stream0-00006.m4s");
     let rec = pms.recording();
     let v = rec.check_manifests_list_existing_chunks();
@@ -299,10 +240,7 @@ async fn manifests_are_checked_against_the_session_directory_on_arrival() {
     // No static MPD yet: the last one is dynamic.
     assert_eq!(rec.check_static_only_last().len(), 1);
 
-    assert_eq!(
-        raw(a, "POST", &m, &[], Some(&mpd("static", 5, 2))).await.0,
-        200
-    );
+    assert_eq!(post(a, &m, Some(&mpd("static", 5, 2))).await.0, 200);
     let rec = pms.shutdown().await;
     assert!(
         rec.check_static_only_last().is_empty(),
@@ -325,8 +263,8 @@ async fn manifests_are_checked_against_the_session_directory_on_arrival() {
 async fn static_before_the_end_is_flagged() {
     let pms = PmsContract::start_local(Config::default()).await.unwrap();
     let m = format!("{BASE}/manifest");
-    raw(pms.addr(), "POST", &m, &[], Some(&mpd("static", 1, 1))).await;
-    raw(pms.addr(), "POST", &m, &[], Some(&mpd("dynamic", 1, 2))).await;
+    post(pms.addr(), &m, Some(&mpd("static", 1, 1))).await;
+    post(pms.addr(), &m, Some(&mpd("dynamic", 1, 2))).await;
     let rec = pms.shutdown().await;
     assert_eq!(
         rec.check_static_only_last().len(),
@@ -342,24 +280,12 @@ async fn static_before_the_end_is_flagged() {
 async fn malformed_mpd_is_rejected() {
     let pms = PmsContract::start_local(Config::default()).await.unwrap();
     let m = format!("{BASE}/manifest");
-    let (status, _) = raw(
-        pms.addr(),
-        "POST",
-        &m,
-        &[],
-        Some("<MPD type=\"dynamic\"><Period></MPD>"),
-    )
-    .await;
-    assert_eq!(status, 400);
-    let (status, _) = raw(
-        pms.addr(),
-        "POST",
-        &m,
-        &[],
-        Some("<html><body>hi</body></html>"),
-    )
-    .await;
-    assert_eq!(status, 400);
+    for body in [
+        "<MPD type=\"dynamic\"><Period></MPD>",
+        "<html><body>hi</body></html>",
+    ] {
+        assert_eq!(post(pms.addr(), &m, Some(body)).await.0, 400, "{body}");
+    }
     let rec = pms.shutdown().await;
     assert!(matches!(
         rec.requests[0].manifest,
@@ -371,19 +297,14 @@ async fn malformed_mpd_is_rejected() {
 #[tokio::test]
 async fn segment_list_csv_rows_are_parsed_and_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let pms = PmsContract::start_local(Config {
-        session_dir: Some(dir.path().into()),
-        ..Config::default()
-    })
-    .await
-    .unwrap();
+    let pms = start_checking(dir.path()).await;
     let m = format!("{BASE}/manifest?stream=subtitles&X-Plex-Http-Pipeline=infinite");
     touch(dir.path(), "media-00040.ts");
     touch(dir.path(), "media-00041.ts");
     let good = "media-00040.ts,195.000000,203.000000,202.990000,203.000000\n\
                 media-00041.ts,203.000000,211.000000,210.980000,211.000000\n\
                 #media-00042.ts,211.000000,212.500000,-1,212.500000\n";
-    assert_eq!(raw(pms.addr(), "POST", &m, &[], Some(good)).await.0, 200);
+    assert_eq!(post(pms.addr(), &m, Some(good)).await.0, 200);
     let rec = pms.recording();
     assert!(rec.check_csv_rows(5).is_empty());
     assert!(
@@ -408,30 +329,10 @@ async fn segment_list_csv_rows_are_parsed_and_checked() {
         format!("{BASE}/manifest?stream=subtitles")
     );
     // Mixed column counts and a listed file that is missing.
-    assert_eq!(
-        raw(
-            pms.addr(),
-            "POST",
-            &m,
-            &[],
-            Some("media-00043.ts,1,2\nmedia-00044.ts,2,3,3,3\n")
-        )
-        .await
-        .0,
-        400
-    );
-    assert_eq!(
-        raw(
-            pms.addr(),
-            "POST",
-            &m,
-            &[],
-            Some("media-00099.ts,1.0,2.0\n")
-        )
-        .await
-        .0,
-        200
-    );
+    let mixed = "media-00043.ts,1,2\nmedia-00044.ts,2,3,3,3\n";
+    assert_eq!(post(pms.addr(), &m, Some(mixed)).await.0, 400);
+    let missing = "media-00099.ts,1.0,2.0\n";
+    assert_eq!(post(pms.addr(), &m, Some(missing)).await.0, 200);
     let rec = pms.shutdown().await;
     assert_eq!(rec.check_csv_rows(5).len(), 1);
     let v = rec.check_manifests_list_existing_chunks();
@@ -440,21 +341,13 @@ async fn segment_list_csv_rows_are_parsed_and_checked() {
 
 #[tokio::test]
 async fn progress_regressions_are_flagged() {
-    let pms = PmsContract::start_local(Config::default()).await.unwrap();
-    let p = format!("{BASE}/progress");
-    for q in [
+    let targets = [
         "progress=-1&size=0&remaining=-1",
         "progress=50.0&size=900&remaining=2",
         "progress=40.0&size=800&remaining=2",
-    ] {
-        assert_eq!(
-            raw(pms.addr(), "PUT", &format!("{p}?{q}"), &[], None)
-                .await
-                .0,
-            206
-        );
-    }
-    let rec = pms.shutdown().await;
+    ]
+    .map(|q| format!("{BASE}/progress?{q}"));
+    let rec = record_puts(&targets, 206).await;
     let v = rec.check_progress_monotonic();
     assert_eq!(v.len(), 2, "{v:?}");
     assert!(rec.check_order().iter().any(|s| s == "no duration PUT"));
@@ -463,14 +356,7 @@ async fn progress_regressions_are_flagged() {
 #[tokio::test]
 async fn recording_is_served_as_json() {
     let pms = PmsContract::start_local(Config::default()).await.unwrap();
-    raw(
-        pms.addr(),
-        "PUT",
-        &format!("{BASE}/progress?duration=1.500000"),
-        &[],
-        None,
-    )
-    .await;
+    put(pms.addr(), &format!("{BASE}/progress?duration=1.500000")).await;
     let (status, body) = raw(pms.addr(), "GET", "/_recording", &[], None).await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -483,26 +369,19 @@ async fn recording_is_served_as_json() {
 #[tokio::test]
 async fn stream_callbacks_are_checked_for_order_and_content() {
     let p = format!("{BASE}/progress");
-    let put = |pms: &PmsContract, q: String| {
-        let a = pms.addr();
-        async move { raw(a, "PUT", &q, &[], None).await.0 }
-    };
     let video = "index=0&id=1&codec=hevc&type=video";
     let audio = "index=1&id=2&codec=aac&type=audio";
 
     // The order Plex's transcoder uses: startup, every stream, every detail, then duration.
-    let pms = PmsContract::start_local(Config::default()).await.unwrap();
-    for q in [
+    let in_order = [
         format!("{p}?status=startup"),
         format!("{p}/stream?{video}"),
         format!("{p}/stream?{audio}"),
         format!("{p}/streamDetail?{video}&width=320&height=180&level=30"),
         format!("{p}/streamDetail?{audio}&channels=2&sampleRate=48000"),
         format!("{p}?duration=4.000000"),
-    ] {
-        assert_eq!(put(&pms, q).await, 204);
-    }
-    let rec = pms.shutdown().await;
+    ];
+    let rec = record_puts(&in_order, 204).await;
     assert_eq!(rec.of(Kind::Stream).len(), 2);
     assert_eq!(
         rec.of(Kind::StreamDetail)[0].param("width"),
@@ -516,17 +395,14 @@ async fn stream_callbacks_are_checked_for_order_and_content() {
 
     // Out of order: a detail before its stream, a stream after the duration; a detail without
     // the keys its type needs; a repeated index.
-    let pms = PmsContract::start_local(Config::default()).await.unwrap();
-    for q in [
+    let out_of_order = [
         format!("{p}?status=startup"),
         format!("{p}/streamDetail?{video}"),
         format!("{p}/stream?{video}"),
         format!("{p}?duration=4.000000"),
         format!("{p}/stream?{video}"),
-    ] {
-        assert_eq!(put(&pms, q).await, 204);
-    }
-    let rec = pms.shutdown().await;
+    ];
+    let rec = record_puts(&out_of_order, 204).await;
     let order = rec.check_order();
     assert_eq!(order.len(), 2, "{order:?}");
     assert!(

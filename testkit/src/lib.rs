@@ -50,6 +50,30 @@ fn fnv(parts: &[&str]) -> u64 {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A temporary path in `dir` for `file`, unique per process and call, so parallel tests never
+/// write the same file; it keeps `file`'s extension, from which ffmpeg picks the format.
+fn tmp_path(dir: &Path, file: &str) -> PathBuf {
+    dir.join(format!(
+        ".tmp-{}-{}-{file}",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Writes `bytes` as `file` in the fixtures directory unless it is there already (the name
+/// carries a content hash), through [`tmp_path`] and a rename so no reader sees a partial file.
+fn write_fixture(file: &str, bytes: &[u8]) -> PathBuf {
+    let dir = fixtures_dir();
+    std::fs::create_dir_all(&dir).expect("create fixtures dir");
+    let path = dir.join(file);
+    if !path.exists() {
+        let tmp = tmp_path(&dir, file);
+        std::fs::write(&tmp, bytes).expect("write fixture");
+        std::fs::rename(&tmp, &path).expect("rename fixture into place");
+    }
+    path
+}
+
 /// Runs `ffmpeg -y <args> <out>` once and caches the result as `<name>-<hash>.<ext>`.
 /// `args` must not contain the output path; it is appended. Returns the cached path.
 pub fn generate(name: &str, ext: &str, args: &[&str]) -> PathBuf {
@@ -61,12 +85,7 @@ pub fn generate(name: &str, ext: &str, args: &[&str]) -> PathBuf {
     if path.exists() {
         return path;
     }
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}-{}.{ext}",
-        std::process::id(),
-        TMP_COUNTER.fetch_add(1, Ordering::Relaxed),
-        name
-    ));
+    let tmp = tmp_path(&dir, &format!("{name}.{ext}"));
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
         .args(args)
@@ -136,29 +155,19 @@ pub fn h264_aac_1080p(secs: f64) -> PathBuf {
 /// `secs` long, x264 at `preset`; `tail` adds rate control, audio and container flags.
 fn lavfi_h264_aac(video: &str, secs: f64, preset: &str, tail: &[&str]) -> Vec<String> {
     let t = format!("{secs}");
-    let head = [
-        "-f",
-        "lavfi",
-        "-i",
-        video,
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-t",
-        &t,
-        "-map",
-        "0:v",
-        "-map",
-        "1:a",
-        "-ac",
-        "2",
-        "-c:v",
-        "libx264",
-        "-preset",
-        preset,
-    ];
-    head.iter().chain(tail).map(|a| a.to_string()).collect()
+    let mut args = lavfi_inputs(&[video, "sine=frequency=440:sample_rate=48000"]);
+    args.extend([
+        "-t", &t, "-map", "0:v", "-map", "1:a", "-ac", "2", "-c:v", "libx264", "-preset", preset,
+    ]);
+    args.iter().chain(tail).map(|a| a.to_string()).collect()
+}
+
+/// `-f lavfi -i <source>` for each of `sources` in order: ffmpeg's generated test inputs.
+fn lavfi_inputs<'a>(sources: &[&'a str]) -> Vec<&'a str> {
+    sources
+        .iter()
+        .flat_map(|s| ["-f", "lavfi", "-i", *s])
+        .collect()
 }
 
 /// HEVC Main10 HDR10 (PQ, BT.2020) with mastering-display and MaxCLL/MaxFALL SEI, 2 s,
@@ -202,62 +211,50 @@ pub fn multi_audio_ass_mkv(secs: f64) -> PathBuf {
     let ass = ass_file();
     let t = format!("{secs}");
     let ass_s = ass.to_string_lossy().to_string();
-    generate(
-        "multi-audio-ass",
-        "mkv",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x180:rate=25",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=440:sample_rate=48000",
-            "-f",
-            "lavfi",
-            "-i",
-            "sine=frequency=660:sample_rate=48000",
-            "-i",
-            &ass_s,
-            "-t",
-            &t,
-            "-map",
-            "0:v",
-            "-map",
-            "1:a",
-            "-map",
-            "2:a",
-            "-map",
-            "3:s",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            "25",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:a",
-            "aac",
-            "-ac:a:0",
-            "2",
-            "-ac:a:1",
-            "6",
-            "-metadata:s:a:0",
-            "language=eng",
-            "-metadata:s:a:1",
-            "language=fre",
-            "-c:s",
-            "ass",
-        ],
-    )
+    let mut args = lavfi_inputs(&[
+        "testsrc2=size=320x180:rate=25",
+        "sine=frequency=440:sample_rate=48000",
+        "sine=frequency=660:sample_rate=48000",
+    ]);
+    args.extend([
+        "-i",
+        &ass_s,
+        "-t",
+        &t,
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-map",
+        "2:a",
+        "-map",
+        "3:s",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        "25",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        "-ac:a:0",
+        "2",
+        "-ac:a:1",
+        "6",
+        "-metadata:s:a:0",
+        "language=eng",
+        "-metadata:s:a:1",
+        "language=fre",
+        "-c:s",
+        "ass",
+    ]);
+    generate("multi-audio-ass", "mkv", &args)
 }
 
 /// A small ASS subtitle file with a few events in the first seconds.
 pub fn ass_file() -> PathBuf {
-    let dir = fixtures_dir();
-    std::fs::create_dir_all(&dir).expect("create fixtures dir");
     let body = "[Script Info]\nScriptType: v4.00+\nPlayResX: 320\nPlayResY: 180\n\n\
 [V4+ Styles]\nFormat: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, \
 BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, \
@@ -267,21 +264,15 @@ Style: Default,Arial,16,&H00FFFFFF,&H000000FF,&H00000000,&H00000000,0,0,0,0,100,
 Dialogue: 0,0:00:00.20,0:00:00.90,Default,,0,0,0,,First line\n\
 Dialogue: 0,0:00:01.10,0:00:01.80,Default,,0,0,0,,Second line\n\
 Dialogue: 0,0:00:02.10,0:00:02.80,Default,,0,0,0,,Third line\n";
-    let path = dir.join(format!("subs-{:016x}.ass", fnv(&[body])));
-    if !path.exists() {
-        let tmp = dir.join(format!(".tmp-{}-subs.ass", std::process::id()));
-        std::fs::write(&tmp, body).expect("write ass");
-        std::fs::rename(&tmp, &path).expect("rename ass");
-    }
-    path
+    write_fixture(&format!("subs-{:016x}.ass", fnv(&[body])), body.as_bytes())
 }
 
-/// The first 40% of an H.264/AAC mp4 without `+faststart` (so the moov atom is missing):
-/// libavformat cannot open it. Also see [`corrupt_ts`].
-pub fn truncated_mp4() -> PathBuf {
-    let src = generate(
-        "h264-aac-nofaststart",
-        "mp4",
+/// A 2 s 320x180 H.264 clip (no audio) in container `ext`, cached as `name`: the source the
+/// broken-file fixtures are cut from.
+fn h264_video_only(name: &str, ext: &str) -> PathBuf {
+    generate(
+        name,
+        ext,
         &[
             "-f",
             "lavfi",
@@ -294,29 +285,20 @@ pub fn truncated_mp4() -> PathBuf {
             "-preset",
             "ultrafast",
         ],
-    );
+    )
+}
+
+/// The first 40% of an H.264/AAC mp4 without `+faststart` (so the moov atom is missing):
+/// libavformat cannot open it. Also see [`corrupt_ts`].
+pub fn truncated_mp4() -> PathBuf {
+    let src = h264_video_only("h264-aac-nofaststart", "mp4");
     cut_file(&src, "truncated", 0.4, false)
 }
 
 /// An MPEG-TS whose second half is overwritten with garbage: opens, then fails or yields
 /// decode errors part-way.
 pub fn corrupt_ts() -> PathBuf {
-    let src = generate(
-        "h264-ts",
-        "ts",
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=320x180:rate=25",
-            "-t",
-            "2",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ],
-    );
+    let src = h264_video_only("h264-ts", "ts");
     cut_file(&src, "corrupt", 0.5, true)
 }
 
@@ -334,18 +316,12 @@ fn cut_file(src: &Path, name: &str, keep: f64, garbage: bool) -> PathBuf {
             out.push(x as u8);
         }
     }
-    let dir = fixtures_dir();
-    let path = dir.join(format!(
+    let file = format!(
         "{name}-{:016x}.{}",
         fnv(&[&src.to_string_lossy(), name, &garbage.to_string()]),
         src.extension().and_then(|e| e.to_str()).unwrap_or("bin")
-    ));
-    if !path.exists() {
-        let tmp = dir.join(format!(".tmp-{}-{name}", std::process::id()));
-        std::fs::write(&tmp, &out).expect("write cut fixture");
-        std::fs::rename(&tmp, &path).expect("rename cut fixture");
-    }
-    path
+    );
+    write_fixture(&file, &out)
 }
 
 /// Parsed `ffprobe -show_format -show_streams` output.
@@ -410,20 +386,23 @@ pub fn num(v: &Value) -> Option<f64> {
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
-fn ffprobe(args: &[&str], path: &Path) -> Value {
+/// `ffprobe -of json <args> <path>`; the error is ffprobe's stderr, or why it did not run or
+/// print JSON.
+fn try_ffprobe(args: &[&str], path: &Path) -> Result<Value, String> {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-of", "json"])
         .args(args)
         .arg(path)
         .output()
-        .expect("run ffprobe");
-    assert!(
-        out.status.success(),
-        "ffprobe failed on {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("ffprobe json")
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).to_string());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+fn ffprobe(args: &[&str], path: &Path) -> Value {
+    try_ffprobe(args, path).unwrap_or_else(|e| panic!("ffprobe failed on {}: {e}", path.display()))
 }
 
 /// Probes format and streams. Panics (with ffprobe's message) when ffprobe cannot read it.
@@ -435,24 +414,7 @@ pub fn probe(path: &Path) -> ProbeInfo {
 
 /// Like [`probe`] but returns ffprobe's stderr on failure instead of panicking.
 pub fn try_probe(path: &Path) -> Result<ProbeInfo, String> {
-    let out = Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-of",
-            "json",
-            "-show_format",
-            "-show_streams",
-        ])
-        .arg(path)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).to_string());
-    }
-    serde_json::from_slice(&out.stdout)
-        .map(|json| ProbeInfo { json })
-        .map_err(|e| e.to_string())
+    try_ffprobe(&["-show_format", "-show_streams"], path).map(|json| ProbeInfo { json })
 }
 
 /// Number of decoded frames of the streams selected by `select` (`v:0`, `a:0`).
@@ -582,22 +544,10 @@ pub fn av_clip(
 /// A small SubRip sidecar (what Plex hands the transcoder as `temp-0.srt`), three cues in the
 /// first 3 s.
 pub fn srt_file() -> PathBuf {
-    let dir = fixtures_dir();
-    std::fs::create_dir_all(&dir).expect("create fixtures dir");
     let body = "1\n00:00:00,200 --> 00:00:00,900\nFirst line\n\n\
 2\n00:00:01,100 --> 00:00:01,800\nSecond line\n\n\
 3\n00:00:02,100 --> 00:00:02,800\nThird line\n";
-    let path = dir.join(format!("subs-{:016x}.srt", fnv(&[body])));
-    if !path.exists() {
-        let tmp = dir.join(format!(
-            ".tmp-{}-{}-subs.srt",
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::write(&tmp, body).expect("write srt");
-        std::fs::rename(&tmp, &path).expect("rename srt");
-    }
-    path
+    write_fixture(&format!("subs-{:016x}.srt", fnv(&[body])), body.as_bytes())
 }
 
 /// The output half of Plex's DASH playback argv (as PMS 1.40 sends it for a direct-stream

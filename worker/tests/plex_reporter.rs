@@ -8,7 +8,7 @@ use clusterplex_core::{
     events::{JobEvent, LogLevel, Progress, SegmentInfo},
     job::{Input, Job, Output, ProgressTarget, SegmentList, SegmentListType, Segmenting},
 };
-use clusterplex_pms_contract::{Config, Kind, PmsContract};
+use clusterplex_pms_contract::{Config, Kind, PmsContract, Recording};
 use clusterplex_worker::plex::{PlexReporter, ReporterConfig};
 
 const TOKEN: &str = "local-3f0e9d3c";
@@ -40,6 +40,51 @@ fn dash_job(base: &str, dir: &Path, skip: u64) -> Job {
     job.plex.skip_to_segment = Some(skip);
     job.plex.loglevel = Some("error".into());
     job
+}
+
+/// A PMS stand-in started with `config`, and the DASH job (resumed at `skip`) of its session
+/// `key`/`uuid`, working in `dir`; also returns the session's base URL.
+async fn dash_session(
+    config: Config,
+    dir: &Path,
+    (key, uuid): (&str, &str),
+    skip: u64,
+) -> (PmsContract, String, Job) {
+    let pms = PmsContract::start_local(config).await.unwrap();
+    let base = pms.session_base(key, uuid);
+    let job = dash_job(&base, dir, skip);
+    (pms, base, job)
+}
+
+/// [`dash_session`] as a real session has it: PMS requires [`TOKEN`] and checks every manifest
+/// against the job's directory `dir` on arrival.
+async fn checked_session(
+    dir: &Path,
+    session: (&str, &str),
+    skip: u64,
+) -> (PmsContract, String, Job) {
+    let config = Config::default().with_token(TOKEN).with_session_dir(dir);
+    dash_session(config, dir, session, skip).await
+}
+
+/// Asserts that a DASH session resumed at `skip` and reported with [`TOKEN`] met the whole
+/// contract: no violation from any check that applies to it, nor in `more` (a test's own).
+fn assert_dash_contract_held(rec: &Recording, skip: u64, more: Vec<String>) {
+    let violations = [
+        rec.check_order(),
+        rec.check_token(TOKEN),
+        rec.check_manifests_list_existing_chunks(),
+        rec.check_start_number(skip),
+        rec.check_static_only_last(),
+        rec.check_progress_monotonic(),
+        more,
+    ]
+    .concat();
+    assert!(
+        violations.is_empty(),
+        "{violations:#?}\n{:#?}",
+        rec.requests
+    );
 }
 
 /// The MPD dashenc writes, listing segments `start..start+count` of both representations.
@@ -144,36 +189,16 @@ async fn feed_dash(reporter: &PlexReporter, dir: &Path, target: &str, skip: u64,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dash_job_callbacks_follow_the_contract() {
     let dir = tempfile::tempdir().unwrap();
-    let pms = PmsContract::start_local(Config {
-        token: Some(TOKEN.into()),
-        session_dir: Some(dir.path().into()),
-        throttle: false,
-    })
-    .await
-    .unwrap();
-    let base = pms.session_base("kx9", "0b7c1e2a-1111-4222-8333-444455556666");
     let skip = 3;
-    let job = dash_job(&base, dir.path(), skip);
+    let session = ("kx9", "0b7c1e2a-1111-4222-8333-444455556666");
+    let (pms, base, job) = checked_session(dir.path(), session, skip).await;
     let reporter = PlexReporter::new(&job, Some(TOKEN.into())).expect("a Plex job gets a reporter");
     let target = format!("{base}/manifest?X-Plex-Http-Pipeline=infinite");
     feed_dash(&reporter, dir.path(), &target, skip, 4).await;
     let stats = reporter.finish(true).await;
     let rec = pms.shutdown().await;
 
-    let violations = [
-        rec.check_order(),
-        rec.check_token(TOKEN),
-        rec.check_manifests_list_existing_chunks(),
-        rec.check_start_number(skip),
-        rec.check_static_only_last(),
-        rec.check_progress_monotonic(),
-    ]
-    .concat();
-    assert!(
-        violations.is_empty(),
-        "{violations:#?}\n{:#?}",
-        rec.requests
-    );
+    assert_dash_contract_held(&rec, skip, Vec::new());
 
     assert_eq!(rec.requests[0].kind, Kind::Startup);
     assert_eq!(
@@ -235,12 +260,9 @@ async fn dash_job_callbacks_follow_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segment_list_csv_is_posted_in_order() {
     let dir = tempfile::tempdir().unwrap();
-    let pms = PmsContract::start_local(Config {
-        session_dir: Some(dir.path().into()),
-        ..Config::default()
-    })
-    .await
-    .unwrap();
+    let pms = PmsContract::start_local(Config::default().with_session_dir(dir.path()))
+        .await
+        .unwrap();
     let base = pms.session_base("k2", "u2");
     let list = format!("{base}/manifest?stream=subtitles&X-Plex-Http-Pipeline=infinite");
     let mut job = Job::default();
@@ -402,14 +424,9 @@ async fn a_stalled_pms_does_not_block_the_engine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_is_rejected_and_not_retried() {
-    let pms = PmsContract::start_local(Config {
-        token: Some(TOKEN.into()),
-        ..Config::default()
-    })
-    .await
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let job = dash_job(&pms.session_base("k", "u"), dir.path(), 1);
+    let config = Config::default().with_token(TOKEN);
+    let (pms, _, job) = dash_session(config, dir.path(), ("k", "u"), 1).await;
     let reporter = PlexReporter::new(&job, Some("stale-token".into())).unwrap();
     reporter.on_event(&JobEvent::Started {
         duration: Some(2.0),
@@ -427,14 +444,12 @@ async fn wrong_token_is_rejected_and_not_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn can_throttle_is_honoured_in_the_speed_key() {
-    let pms = PmsContract::start_local(Config {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
         throttle: true,
         ..Config::default()
-    })
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let job = dash_job(&pms.session_base("k", "u"), dir.path(), 1);
+    };
+    let (pms, _, job) = dash_session(config, dir.path(), ("k", "u"), 1).await;
     let reporter = PlexReporter::new(&job, None).unwrap();
     reporter.on_event(&JobEvent::Started {
         duration: Some(10.0),
@@ -503,16 +518,9 @@ async fn real_engine_dash_run_meets_the_contract() {
     };
     let src = clusterplex_testkit::h264_aac(320, 180, 3.0);
     let dir = tempfile::tempdir().unwrap();
-    let pms = PmsContract::start_local(Config {
-        token: Some(TOKEN.into()),
-        session_dir: Some(dir.path().into()),
-        throttle: false,
-    })
-    .await
-    .unwrap();
-    let base = pms.session_base("engine", "9a8b7c6d-0000-4000-8000-000000000005");
     let skip = 5;
-    let mut job = dash_job(&base, dir.path(), skip);
+    let session = ("engine", "9a8b7c6d-0000-4000-8000-000000000005");
+    let (pms, _, mut job) = checked_session(dir.path(), session, skip).await;
     job.inputs = vec![Input::new(src.to_string_lossy())];
     if let Some(Segmenting::Dash { seg_duration, .. }) = &mut job.outputs[0].segmenting {
         *seg_duration = 1.0;
@@ -541,21 +549,8 @@ async fn real_engine_dash_run_meets_the_contract() {
     .unwrap();
     let stats = reporter.finish(true).await;
     let rec = pms.shutdown().await;
-    let violations = [
-        rec.check_order(),
-        rec.check_token(TOKEN),
-        rec.check_manifests_list_existing_chunks(),
-        rec.check_listed_files_exist_in(job2.working_dir.as_deref().unwrap()),
-        rec.check_start_number(skip),
-        rec.check_static_only_last(),
-        rec.check_progress_monotonic(),
-    ]
-    .concat();
-    assert!(
-        violations.is_empty(),
-        "{violations:#?}\n{:#?}",
-        rec.requests
-    );
+    let listed = rec.check_listed_files_exist_in(job2.working_dir.as_deref().unwrap());
+    assert_dash_contract_held(&rec, skip, listed);
     assert_eq!(stats.failed, 0);
     let dims = rec.of(Kind::Dimensions);
     assert_eq!(
@@ -581,14 +576,9 @@ async fn real_engine_dash_run_meets_the_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn input_streams_become_stream_and_stream_detail_puts_before_duration() {
     use clusterplex_core::events::InputStream;
-    let pms = PmsContract::start_local(Config {
-        token: Some(TOKEN.into()),
-        ..Config::default()
-    })
-    .await
-    .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let job = dash_job(&pms.session_base("ks", "us"), dir.path(), 1);
+    let config = Config::default().with_token(TOKEN);
+    let (pms, _, job) = dash_session(config, dir.path(), ("ks", "us"), 1).await;
     let reporter = PlexReporter::new(&job, Some(TOKEN.into())).unwrap();
     let stream = |index, id, kind: &str, codec: &str, details: &[(&str, &str)]| InputStream {
         input: 0,
@@ -677,15 +667,9 @@ async fn input_streams_become_stream_and_stream_detail_puts_before_duration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_continuation_is_not_announced_again_and_its_progress_counts_on() {
     let dir = tempfile::tempdir().unwrap();
-    let pms = PmsContract::start_local(Config {
-        token: Some(TOKEN.into()),
-        session_dir: Some(dir.path().into()),
-        throttle: false,
-    })
-    .await
-    .unwrap();
-    let base = pms.session_base("kc1", "0b7c1e2a-1111-4222-8333-444455556677");
-    let mut job = dash_job(&base, dir.path(), 1).resume_at(3, 10.0).unwrap();
+    let session = ("kc1", "0b7c1e2a-1111-4222-8333-444455556677");
+    let (pms, _, job) = checked_session(dir.path(), session, 1).await;
+    let mut job = job.resume_at(3, 10.0).unwrap();
     let before = clusterplex_core::Continuation {
         elapsed: 10.0,
         frames: 250,
