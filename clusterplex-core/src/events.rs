@@ -1,5 +1,6 @@
-//! What a running job reports, and how it is cancelled. Shared by the engine (which emits),
-//! the worker (which forwards over gRPC) and the shim (which acts on them).
+//! What a running job reports, and how it is cancelled, paused or throttled. Shared by the
+//! engine (which emits), the worker (which forwards over gRPC) and the shim (which acts on
+//! them).
 
 use std::{
     path::PathBuf,
@@ -123,11 +124,28 @@ pub struct JobSummary {
     pub elapsed: f64,
     /// Segments written, per output.
     pub segments: Vec<u64>,
+    /// Input packets read while throttled (each one after a 100 ms sleep, as Plex's
+    /// transcoder does while PMS answers progress with `canThrottle`).
+    #[serde(default)]
+    pub throttled_packets: u64,
+    /// Milliseconds the job spent paused (no input read).
+    #[serde(default)]
+    pub paused_ms: u64,
 }
 
-/// A cheap, cloneable cancellation flag. The engine polls it between packets and frames.
+#[derive(Debug, Default)]
+struct Control {
+    cancelled: AtomicBool,
+    throttled: AtomicBool,
+    paused: AtomicBool,
+}
+
+/// A running job's control handle: cheap to clone, shared by whoever may steer the job. The
+/// engine polls it between packets and frames. Besides cancel it carries two pacing flags:
+/// *throttle* (Plex's `canThrottle`: sleep 100 ms before each input packet) and *pause*
+/// (Jellyfin's `p` key: read nothing until resumed). Cancel wins over both.
 #[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
+pub struct CancelToken(Arc<Control>);
 
 impl CancelToken {
     pub fn new() -> Self {
@@ -135,18 +153,37 @@ impl CancelToken {
     }
 
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.cancelled.store(true, Ordering::Release);
     }
 
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Turns Plex-style throttling on or off.
+    pub fn set_throttled(&self, on: bool) {
+        self.0.throttled.store(on, Ordering::Release);
+    }
+
+    pub fn is_throttled(&self) -> bool {
+        self.0.throttled.load(Ordering::Acquire)
+    }
+
+    /// Pauses (`true`) or resumes (`false`) the job.
+    pub fn set_paused(&self, on: bool) {
+        self.0.paused.store(on, Ordering::Release);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.0.paused.load(Ordering::Acquire)
     }
 }
 
 /// Something that runs jobs: the in-process engine on a worker, a no-op runner in benches,
 /// or a test double. Blocking: call from a thread that may block.
 pub trait JobRunner: Send + Sync + 'static {
-    /// Runs `job` to completion, reporting through `events`, stopping early when `cancel` fires.
+    /// Runs `job` to completion, reporting through `events`, stopping early when `cancel` fires
+    /// and honouring its pause and throttle flags.
     fn run(
         &self,
         job: &crate::job::Job,

@@ -122,7 +122,8 @@ fn jobs_table(js: &[pb::JobInfo]) -> String {
         out += &format!(
             "{:<28} {:<8} {:<24} {:<20} {:>8.1}s\n",
             j.job_id,
-            j.state,
+            // A paused job is on its worker (or queued: no worker yet) but reads nothing.
+            if j.paused { "paused" } else { &j.state },
             if j.worker_id.is_empty() {
                 "-"
             } else {

@@ -104,6 +104,15 @@ impl WorkerEntry {
         index.update(self);
     }
 
+    fn send_pause(&self, job_id: &str, paused: bool) {
+        let _ = self.tx.send(Ok(pb::OrchestratorMessage {
+            msg: Some(pb::orchestrator_message::Msg::Pause(pb::PauseJob {
+                job_id: job_id.to_string(),
+                paused,
+            })),
+        }));
+    }
+
     fn send_cancel(&self, job_id: &str, reason: &str) {
         let _ = self.tx.send(Ok(pb::OrchestratorMessage {
             msg: Some(pb::orchestrator_message::Msg::Cancel(pb::CancelJob {
@@ -174,6 +183,9 @@ struct JobEntry {
     generation: u64,
     /// Set once the job lost its worker and was moved: its submitter does not see the move.
     failover: Option<Failover>,
+    /// Paused by its submitter (`PauseJob`): every worker that runs it is told, a failover
+    /// continuation included.
+    paused: bool,
 }
 
 /// Why and from where a job is being carried on elsewhere.
@@ -328,6 +340,7 @@ impl Cluster {
                 last_progress: None,
                 generation: 0,
                 failover: None,
+                paused: false,
             },
         );
         if !self.place_locked(&mut inner, &id) {
@@ -450,6 +463,8 @@ impl Cluster {
             msg: Some(pb::orchestrator_message::Msg::Assign(pb::AssignJob {
                 job_id: job_id.to_string(),
                 job_json: job.continuation.as_ref().unwrap_or(&job.job_json).clone(),
+                // A job paused before it was placed (or before a failover) starts paused.
+                paused: job.paused,
             })),
         };
         if w.tx.send(Ok(assign)).is_err() {
@@ -598,6 +613,35 @@ impl Cluster {
         }
     }
 
+    /// Pauses or resumes job `job_id` for its submitter: the state is kept with the job and
+    /// sent to the worker running it (a job still queued, or moved later, is assigned in that
+    /// state). Returns the worker told, if any; unknown job: NOT_FOUND.
+    pub fn pause(&self, job_id: &str, paused: bool) -> Result<Option<String>, Status> {
+        let mut inner = self.lock();
+        let Some(job) = inner.jobs.get_mut(job_id) else {
+            return Err(Status::not_found(format!("no job with id `{job_id}`")));
+        };
+        let changed = job.paused != paused;
+        job.paused = paused;
+        let worker = match &job.state {
+            JobState::Running { worker, .. } => Some(worker.clone()),
+            JobState::Queued => None,
+        };
+        if let Some(w) = worker.as_ref().and_then(|w| inner.workers.get(w)) {
+            // Sent even when unchanged: a repeat costs nothing and heals a lost message.
+            w.send_pause(job_id, paused);
+        }
+        if changed {
+            tracing::info!(
+                job = job_id,
+                worker = worker.as_deref().unwrap_or("-"),
+                "{}",
+                if paused { "job paused" } else { "job resumed" }
+            );
+        }
+        Ok(worker)
+    }
+
     /// The submitter went away (dropped its call): cancel the job wherever it is.
     pub fn poster_gone(&self, job_id: &str) {
         let mut guard = self.lock();
@@ -704,6 +748,12 @@ impl Cluster {
         entry.load_changed(&mut inner.index);
         // New, or back with maybe other capabilities.
         inner.capable.worker_changed(&entry);
+        // A pause sent while it was away is not lost: repeat it for the jobs it kept.
+        for j in &entry.jobs {
+            if inner.jobs.get(j).is_some_and(|e| e.paused) {
+                entry.send_pause(j, true);
+            }
+        }
         inner.workers.insert(entry.id.clone(), entry);
         for j in lost {
             self.failover_locked(&mut inner, &j, &reg.worker_id, "the worker restarted");
@@ -978,6 +1028,7 @@ impl Cluster {
                 poster_id: j.poster_id.clone(),
                 poster_host: j.poster_host.clone(),
                 age_ms: u64::try_from(j.submitted.elapsed().as_millis()).unwrap_or(u64::MAX),
+                paused: j.paused,
             })
             .collect();
         jobs.sort_by(|a, b| a.job_id.cmp(&b.job_id));
@@ -1097,6 +1148,7 @@ mod tests {
             last_progress: None,
             generation: 0,
             failover: None,
+            paused: false,
         }
     }
 
@@ -1253,6 +1305,54 @@ mod tests {
         ));
         // The submitter still saw nothing of the move.
         assert!(rx.try_recv().is_err());
+    }
+
+    fn pauses(
+        rx: &mut mpsc::UnboundedReceiver<Result<pb::OrchestratorMessage, Status>>,
+    ) -> Vec<(String, bool)> {
+        let mut v = Vec::new();
+        while let Ok(Ok(m)) = rx.try_recv() {
+            match m.msg {
+                Some(pb::orchestrator_message::Msg::Pause(p)) => v.push((p.job_id, p.paused)),
+                Some(pb::orchestrator_message::Msg::Assign(a)) if a.paused => {
+                    v.push((format!("assign {}", a.job_id), true))
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn pause_reaches_the_worker_and_survives_queueing_and_failover() {
+        let c = Cluster::new(ClusterConfig::default());
+        assert_eq!(
+            c.pause("nope", true).unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+        // Paused while queued: assigned paused.
+        let (id, mut rx) = submit(&c, None);
+        assert!(matches!(
+            rx.try_recv().unwrap().unwrap().event.unwrap(),
+            Event::Queued(_)
+        ));
+        assert_eq!(c.pause(&id, true).unwrap(), None);
+        assert!(c.list_jobs()[0].paused);
+        let (s1, mut w1) = register(&c, "w1");
+        assert_eq!(accepted_on(&mut rx), "w1");
+        assert_eq!(pauses(&mut w1), [(format!("assign {id}"), true)]);
+        // Running: the worker is told each change.
+        assert_eq!(c.pause(&id, false).unwrap().as_deref(), Some("w1"));
+        assert_eq!(c.pause(&id, true).unwrap().as_deref(), Some("w1"));
+        assert_eq!(pauses(&mut w1), [(id.clone(), false), (id.clone(), true)]);
+        // The worker is lost: the continuation starts paused on the next one.
+        c.worker_lost("w1", s1, "test");
+        let (_, mut w2) = register(&c, "w2");
+        assert_eq!(pauses(&mut w2), [(format!("assign {id}"), true)]);
+        // Resumed there.
+        assert_eq!(c.pause(&id, false).unwrap().as_deref(), Some("w2"));
+        assert_eq!(pauses(&mut w2), [(id.clone(), false)]);
+        assert!(!c.list_jobs()[0].paused);
     }
 }
 

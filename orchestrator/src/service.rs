@@ -118,6 +118,17 @@ impl pb::job_service_server::JobService for Services {
             running_jobs,
         }))
     }
+
+    async fn pause_job(
+        &self,
+        request: Request<pb::PauseJobRequest>,
+    ) -> Result<Response<pb::PauseJobResponse>, Status> {
+        let req = request.into_inner();
+        let worker = self.cluster.pause(&req.job_id, req.paused)?;
+        Ok(Response::new(pb::PauseJobResponse {
+            worker_id: worker.unwrap_or_default(),
+        }))
+    }
 }
 
 #[tonic::async_trait]

@@ -72,13 +72,24 @@ pub fn exit_code_of(status: ExitStatus) -> i32 {
     }
 }
 
-/// Runs the original transcoder and returns its exit code; a signal kills it first.
+/// Runs the original transcoder and returns its exit code; a signal kills it first. The
+/// transcoder inherits the shim's stdin, or, when the shim already reads it (`relay`, after a
+/// remote attempt), gets what arrives there copied to its own.
 async fn run_local(
     program: &Path,
     args: &[String],
     signals: &mut Signals,
+    relay: Option<&mut probe::StdinRelay>,
 ) -> Result<i32, Interrupted> {
+    let stdin = || {
+        if relay.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::inherit()
+        }
+    };
     let spawned = guard::guarded_command(program, args)
+        .stdin(stdin())
         .kill_on_drop(true)
         .spawn()
         .or_else(|e| {
@@ -86,6 +97,7 @@ async fn run_local(
             warn!("cannot start the transcoder guard ({e}); starting the transcoder directly");
             tokio::process::Command::new(program)
                 .args(args)
+                .stdin(stdin())
                 .kill_on_drop(true)
                 .spawn()
         });
@@ -96,7 +108,16 @@ async fn run_local(
             return Ok(EXIT_SHIM_FAILURE);
         }
     };
+    // Jellyfin's keys (`q`, `p`/`c`, `u`) reach the local transcoder as they would ffmpeg.
+    let child_stdin = child.stdin.take();
+    let forward = async {
+        if let (Some(r), Some(to)) = (relay, child_stdin) {
+            r.forward(to).await;
+        }
+        std::future::pending::<std::convert::Infallible>().await
+    };
     tokio::select! {
+        never = forward => match never {},
         status = child.wait() => match status {
             Ok(s) => {
                 let code = exit_code_of(s);
@@ -169,7 +190,7 @@ pub async fn run_transcoder(
         {
             return code;
         }
-        return match run_local(&original, args, &mut signals).await {
+        return match run_local(&original, args, &mut signals, None).await {
             Ok(code) => code,
             Err(sig) => sig.exit_code(),
         };
@@ -192,20 +213,29 @@ pub async fn run_transcoder(
         }
         Decision::Local(reason) => {
             log_local(&reason);
-            run_local(&original, args, &mut signals).await
+            run_local(&original, args, &mut signals, None).await
         }
         Decision::Remote => {
             let Ok(plan) = plan else {
                 return EXIT_SHIM_FAILURE;
             };
             let watch_stdin = !plan.job.cli_flags.contains_key("nostdin");
+            // Jellyfin's pause/resume keys steer the remote job through this.
+            let (paused_tx, paused_rx) = tokio::sync::watch::channel(false);
+            let mut relay = watch_stdin.then(probe::StdinRelay::start);
+            let keys = async {
+                match relay.as_mut() {
+                    Some(r) => r.keys(paused_tx).await,
+                    None => std::future::pending().await,
+                }
+            };
             let outcome = tokio::select! {
-                o = runner.run(&plan) => o,
+                o = runner.run(&plan, paused_rx) => o,
                 sig = signals.recv() => {
                     info!(signal = ?sig, "stopped: cancelled the remote job");
                     return sig.exit_code();
                 }
-                () = probe::quit_key(watch_stdin) => {
+                () = keys => {
                     // The protocol has no graceful stop: cancelling makes the worker's engine
                     // write every trailer/playlist and stop, which is what `q` asks for.
                     info!("stopped: `q` on stdin, cancelled the remote job");
@@ -241,7 +271,14 @@ pub async fn run_transcoder(
                                     "fallback: remote job failed: {reason}; resuming at segment {} ({:.3} s in)",
                                     r.segment, r.elapsed
                                 ));
-                                return match run_local(&original, &resumed, &mut signals).await {
+                                return match run_local(
+                                    &original,
+                                    &resumed,
+                                    &mut signals,
+                                    relay.as_mut(),
+                                )
+                                .await
+                                {
                                     Ok(code) => code,
                                     Err(sig) => sig.exit_code(),
                                 };
@@ -257,7 +294,7 @@ pub async fn run_transcoder(
                 return EXIT_SHIM_FAILURE;
             }
             log_local(&format!("fallback: {fallback}"));
-            run_local(&original, args, &mut signals).await
+            run_local(&original, args, &mut signals, relay.as_mut()).await
         }
     };
     match result {

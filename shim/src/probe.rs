@@ -37,21 +37,98 @@ pub fn answer_without_transcoder(args: &[String]) -> Option<i32> {
     None
 }
 
-/// Resolves when `q` arrives on stdin (ffmpeg's "quit" key, which Jellyfin sends to stop a
-/// job). Never resolves when disabled, at end of input, or on a read error. Pause keys cannot
-/// be relayed to a remote job (the protocol has no pause) and are ignored.
-pub async fn quit_key(enabled: bool) {
-    if enabled {
-        let mut stdin = tokio::io::stdin();
-        let mut buf = [0u8; 64];
-        while let Ok(n) = stdin.read(&mut buf).await {
-            if n == 0 {
-                break;
+/// What an interactive key on stdin asks of the job: ffmpeg's `q`, and the pause keys
+/// Jellyfin's TranscodingThrottler writes (`p` for jellyfin-ffmpeg, else `c`; resumed with `u`
+/// or a newline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    Quit,
+    Pause,
+    Resume,
+}
+
+impl Key {
+    pub fn of(byte: u8) -> Option<Self> {
+        match byte {
+            b'q' => Some(Key::Quit),
+            b'p' | b'c' => Some(Key::Pause),
+            b'u' | b'\n' | b'\r' => Some(Key::Resume),
+            _ => None,
+        }
+    }
+}
+
+/// The shim's stdin, read by one task for the whole run, so that bytes read while a remote
+/// job ran are not lost when a local transcoder takes over: a read cannot be cancelled, and a
+/// second reader would miss what the first had pending.
+pub struct StdinRelay {
+    rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+}
+
+impl StdinRelay {
+    /// Starts reading stdin (until end of input or an error).
+    pub fn start() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut stdin = tokio::io::stdin();
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stdin.read(&mut buf).await {
+                if n == 0 || tx.send(buf[..n].to_vec()).await.is_err() {
+                    break;
+                }
             }
-            if buf[..n].contains(&b'q') {
+        });
+        Self { rx }
+    }
+
+    /// The next bytes; `None` at end of input.
+    pub async fn next(&mut self) -> Option<Vec<u8>> {
+        self.rx.recv().await
+    }
+
+    /// Interprets the interactive keys: pause and resume set `paused`; resolves when `q`
+    /// arrives (Jellyfin's stop). Never resolves at end of input (a closed stdin is no request
+    /// to stop).
+    pub async fn keys(&mut self, paused: tokio::sync::watch::Sender<bool>) {
+        while let Some(bytes) = self.next().await {
+            for key in bytes.iter().filter_map(|b| Key::of(*b)) {
+                match key {
+                    Key::Quit => return,
+                    Key::Pause => {
+                        paused.send_replace(true);
+                    }
+                    Key::Resume => {
+                        paused.send_replace(false);
+                    }
+                }
+            }
+        }
+        std::future::pending::<()>().await
+    }
+
+    /// Copies what arrives on stdin to a local transcoder's stdin until either side ends,
+    /// then closes it (the transcoder sees end of input, as if it had inherited ours).
+    pub async fn forward(&mut self, mut to: tokio::process::ChildStdin) {
+        use tokio::io::AsyncWriteExt;
+        while let Some(bytes) = self.next().await {
+            if to.write_all(&bytes).await.is_err() || to.flush().await.is_err() {
                 return;
             }
         }
     }
-    std::future::pending::<()>().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jellyfin_keys() {
+        // "q\n" is Jellyfin's stop: the q acts first.
+        let keys: Vec<Key> = b"pucx\nq".iter().filter_map(|b| Key::of(*b)).collect();
+        assert_eq!(
+            keys,
+            [Key::Pause, Key::Resume, Key::Pause, Key::Resume, Key::Quit]
+        );
+    }
 }

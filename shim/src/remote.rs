@@ -1,11 +1,12 @@
 //! The remote path: submit the planned job to the orchestrator and follow its events.
 
-use std::{future::Future, pin::Pin};
+use std::{future::Future, pin::Pin, time::Duration};
 
 use clusterplex_core::{
     plan::Plan,
     rpc::{self, Event, pb},
 };
+use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tracing::{debug, info, warn};
 
@@ -41,11 +42,13 @@ pub struct Resume {
 
 impl Eq for Resume {}
 
-/// Runs a plan remotely. Dropping the returned future cancels the remote job.
+/// Runs a plan remotely. Dropping the returned future cancels the remote job; `paused`
+/// pauses (true) and resumes (false) it while it runs.
 pub trait RemoteRunner: Send + Sync {
     fn run<'a>(
         &'a self,
         plan: &'a Plan,
+        paused: watch::Receiver<bool>,
     ) -> Pin<Box<dyn Future<Output = RemoteOutcome> + Send + 'a>>;
 }
 
@@ -58,8 +61,9 @@ impl RemoteRunner for GrpcRunner {
     fn run<'a>(
         &'a self,
         plan: &'a Plan,
+        paused: watch::Receiver<bool>,
     ) -> Pin<Box<dyn Future<Output = RemoteOutcome> + Send + 'a>> {
-        Box::pin(submit(&self.settings, plan))
+        Box::pin(submit(&self.settings, plan, paused))
     }
 }
 
@@ -79,7 +83,57 @@ fn poster_identity() -> (String, String) {
     (format!("shim-{}-{nanos:x}", std::process::id()), host)
 }
 
-async fn submit(settings: &Settings, plan: &Plan) -> RemoteOutcome {
+/// Keeps the orchestrator's pause state of job `job_id` equal to what stdin asked for.
+struct PauseSync {
+    paused: watch::Receiver<bool>,
+    /// False once the sender is gone (stdin is not watched).
+    open: bool,
+    /// What the orchestrator was last told.
+    applied: bool,
+}
+
+impl PauseSync {
+    async fn changed(&mut self) {
+        if !self.open || self.paused.changed().await.is_err() {
+            self.open = false;
+            std::future::pending::<()>().await
+        }
+    }
+
+    async fn sync(
+        &mut self,
+        client: &mut rpc::JobServiceClient<rpc::AuthChannel>,
+        timeout: Duration,
+        job_id: &str,
+    ) {
+        let want = *self.paused.borrow_and_update();
+        if want == self.applied || job_id.is_empty() {
+            return;
+        }
+        // Told once per change: a failure is logged, not retried in a loop (the next key
+        // tries again).
+        self.applied = want;
+        let req = pb::PauseJobRequest {
+            job_id: job_id.to_string(),
+            paused: want,
+        };
+        match tokio::time::timeout(timeout, client.pause_job(req)).await {
+            Ok(Ok(r)) => {
+                let worker = r.into_inner().worker_id;
+                info!(job = %job_id, worker = %worker, "{}", if want { "paused the remote job" } else { "resumed the remote job" });
+            }
+            Ok(Err(s)) if s.code() == tonic::Code::Unimplemented => {
+                warn!(job = %job_id, "the orchestrator cannot pause jobs (an older release); the job keeps running");
+            }
+            Ok(Err(s)) => {
+                warn!(job = %job_id, "pause/resume refused: {:?}: {}", s.code(), s.message())
+            }
+            Err(_) => warn!(job = %job_id, "no answer to pause/resume within {timeout:?}"),
+        }
+    }
+}
+
+async fn submit(settings: &Settings, plan: &Plan, paused: watch::Receiver<bool>) -> RemoteOutcome {
     let mut client = match settings.conn.job_client().await {
         Ok(c) => c,
         Err(e) => return RemoteOutcome::Unreachable(e.message().to_string()),
@@ -93,6 +147,9 @@ async fn submit(settings: &Settings, plan: &Plan) -> RemoteOutcome {
         Ok(r) => r,
         Err(e) => return RemoteOutcome::Rejected(e.message().to_string()),
     };
+    // Our own id for the job (the orchestrator may still pick another; the events carry the
+    // one it uses, and that is the one pause/resume name).
+    request.job_id = poster_id.clone();
     request.needs_json = match rpc::encode_json(&plan.needs) {
         Ok(n) => n,
         Err(e) => return RemoteOutcome::Rejected(e.message().to_string()),
@@ -121,7 +178,30 @@ async fn submit(settings: &Settings, plan: &Plan) -> RemoteOutcome {
     // ffmpeg prints stats unless told not to; Jellyfin parses them from stderr.
     let stats = !plan.job.cli_flags.contains_key("nostats");
     let mut tracker = SegmentTracker::default();
-    while let Some(msg) = stream.next().await {
+    let mut job_id = String::new();
+    let mut pause = PauseSync {
+        paused,
+        open: true,
+        applied: false,
+    };
+    let timeout = settings.conn.connect_timeout();
+    loop {
+        let next = tokio::select! {
+            m = stream.next() => m,
+            () = pause.changed() => {
+                pause.sync(&mut client, timeout, &job_id).await;
+                continue;
+            }
+        };
+        let Some(msg) = next else { break };
+        if job_id.is_empty()
+            && let Ok(m) = &msg
+            && !m.job_id.is_empty()
+        {
+            job_id = m.job_id.clone();
+            // A key pressed before the orchestrator named the job.
+            pause.sync(&mut client, timeout, &job_id).await;
+        }
         let msg = match msg {
             Ok(m) => m,
             Err(status) => {

@@ -154,6 +154,8 @@ struct Seen {
     needs: Vec<serde_json::Value>,
     tokens: Vec<Option<String>>,
     cancelled: bool,
+    /// PauseJob calls: (job id, paused).
+    pauses: Vec<(String, bool)>,
 }
 
 struct TestService {
@@ -283,6 +285,16 @@ impl JobService for TestService {
         _: Request<pb::DrainWorkerRequest>,
     ) -> Result<Response<pb::DrainWorkerResponse>, Status> {
         Err(Status::unimplemented("test"))
+    }
+    async fn pause_job(
+        &self,
+        req: Request<pb::PauseJobRequest>,
+    ) -> Result<Response<pb::PauseJobResponse>, Status> {
+        let r = req.into_inner();
+        self.seen.lock().unwrap().pauses.push((r.job_id, r.paused));
+        Ok(Response::new(pb::PauseJobResponse {
+            worker_id: "w1".into(),
+        }))
     }
 }
 
@@ -755,6 +767,78 @@ async fn q_on_stdin_stops_a_remote_job_with_exit_0() {
     assert_eq!(done.code, 0, "{}", done.stderr);
     wait_cancelled(&seen).await;
     assert!(inst.recorded_argv().is_none());
+}
+
+/// Jellyfin's pause keys (`p`, or `c` without jellyfin-ffmpeg) and resume keys (`u`, or a
+/// newline) become PauseJob calls for the job id the orchestrator streams back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_keys_on_stdin_pause_and_resume_the_remote_job() {
+    let (url, seen) = server(Script::Hang).await;
+    let inst = Install::new();
+    let mut child = inst
+        .command(&jellyfin_hls(&[]))
+        .env("ORCHESTRATOR_URL", &url)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_submitted(&seen).await;
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    let want = [(b"p", true), (b"u", false), (b"c", true), (b"\n", false)];
+    for (n, (key, paused)) in want.iter().enumerate() {
+        stdin.write_all(*key).await.unwrap();
+        stdin.flush().await.unwrap();
+        let mut got = false;
+        for _ in 0..400 {
+            if seen.lock().unwrap().pauses.len() > n {
+                got = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(got, "no PauseJob after {:?}", key);
+        assert_eq!(
+            seen.lock().unwrap().pauses[n],
+            ("job-1".to_string(), *paused)
+        );
+    }
+    stdin.write_all(b"q\n").await.unwrap();
+    stdin.flush().await.unwrap();
+    let done = finish(child).await;
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    wait_cancelled(&seen).await;
+    assert_eq!(seen.lock().unwrap().pauses.len(), 4);
+}
+
+/// After a remote attempt the shim is already reading stdin; a local fallback must still get
+/// every key (pause `p`, resume `u`, quit `q`) as ffmpeg would, none swallowed by that read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdin_reaches_the_local_fallback_after_a_remote_attempt() {
+    let (url, seen) = server(Script::NoWorker).await;
+    let inst = Install::new();
+    // An ffmpeg-like stand-in: records each line it reads, exits 0 on q.
+    let script = "#!/bin/sh\nd=\"$(dirname \"$0\")\"\necho $$ > \"$d/pid\"\n\
+while read -r k; do echo \"$k\" >> \"$d/keys\"; [ \"$k\" = q ] && exit 0; done\nexit 9\n";
+    std::fs::write(inst.path().join("originalTranscoder"), script).unwrap();
+    let mut child = inst
+        .command(&jellyfin_hls(&[]))
+        .env("ORCHESTRATOR_URL", &url)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_submitted(&seen).await;
+    inst.wait_for_pid().await;
+    use tokio::io::AsyncWriteExt;
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"p\nu\nq\n").await.unwrap();
+    stdin.flush().await.unwrap();
+    let done = finish(child).await;
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert!(done.stderr.contains("fallback"), "{}", done.stderr);
+    assert_eq!(
+        std::fs::read_to_string(inst.path().join("keys")).unwrap(),
+        "p\nu\nq\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -370,9 +370,20 @@ async fn connect_once(
                     t.cancel();
                 }
             }
+            Some(pb::orchestrator_message::Msg::Pause(p)) => {
+                if let Some(t) = lock(running).get(&p.job_id) {
+                    tracing::info!(
+                        job = p.job_id,
+                        "{}",
+                        if p.paused { "pausing" } else { "resuming" }
+                    );
+                    t.set_paused(p.paused);
+                }
+            }
             Some(pb::orchestrator_message::Msg::Drain(_)) => {
                 tracing::info!("draining: no new jobs will come")
             }
+            // A message this worker does not know (a newer orchestrator): ignore it.
             None => {}
         }
     }
@@ -438,6 +449,8 @@ fn start_job(
         return send(rpc::failed(pb::FailureCode::Refused, why, false));
     }
     let cancel = CancelToken::new();
+    // Paused by its submitter before it got here (e.g. moved by a failover).
+    cancel.set_paused(a.paused);
     if lock(running)
         .insert(job_id.clone(), cancel.clone())
         .is_some()
@@ -459,12 +472,13 @@ fn start_job(
             let mut last_progress: Option<Instant> = None;
             // Plex jobs get their progress, manifest and segment-list callbacks from here, as
             // Plex's own transcoder would make them.
-            let token = job
-                .plex
-                .token
-                .clone()
-                .or_else(|| std::env::var("X_PLEX_TOKEN").ok().filter(|t| !t.is_empty()));
+            let token = crate::plex::callback_token(&job);
             let reporter = crate::plex::PlexReporter::new(&job, token);
+            // PMS paces the job through its progress replies (`canThrottle`); a continuation
+            // picks the state up again from its first reply.
+            if let Some(r) = &reporter {
+                r.drive(&cancel);
+            }
             // Progress at most once per STAT_CPU_INTERVAL, but every engine report (0.5 s, as
             // often as PMS gets it) when that interval is longer: a continuation after a
             // failover counts on from the last progress the orchestrator saw, which must not be

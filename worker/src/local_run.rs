@@ -1,4 +1,5 @@
-//! `clusterplex-worker run`: one job, in-process, like `ffmpeg` would.
+//! `clusterplex-worker run`: one job, in-process, like `ffmpeg` would (and, given Plex's
+//! `-progressurl`, with Plex's callbacks and PMS's throttling, like Plex's transcoder).
 //!
 //! Exit codes: 0 success, 1 the job failed, 2 bad or unsupported arguments, 130 interrupted
 //! (SIGINT cancels the job cleanly: trailers are written and finished segments stay valid).
@@ -15,6 +16,8 @@ use std::{
 
 use clusterplex_core::{CancelToken, JobEvent, Progress, parse::parse_args};
 use clusterplex_ffmpeg::{Error, engine::Engine};
+
+use crate::plex::{PlexReporter, callback_token};
 use indicatif::{ProgressBar, ProgressStyle};
 
 const USAGE: &str = "usage: clusterplex-worker run [--] <ffmpeg-style arguments>
@@ -24,6 +27,8 @@ Environment:
   CLUSTERPLEX_PROGRESS  auto | bar | plain | none   progress display (default: auto = a bar on a
                                                     terminal, plain lines otherwise)
   CLUSTERPLEX_AV_LOG    quiet | error | warning | info | debug   libav log level (default: quiet)
+  X_PLEX_TOKEN          token for Plex callbacks (-progressurl, manifest URLs), as PMS sets it
+With -progressurl the run reports to Plex like Plex's transcoder, and PMS's canThrottle paces it.
 Exit codes: 0 ok, 1 job failed, 2 bad/unsupported arguments, 130 interrupted.";
 
 /// Entry point for `clusterplex-worker run [--] <ffmpeg arguments>`.
@@ -58,31 +63,55 @@ pub fn main(args: &[String]) -> ExitCode {
     let mode = std::env::var("CLUSTERPLEX_PROGRESS").unwrap_or_else(|_| "auto".into());
     let mut display = Display::new(&mode);
     let mut segments = 0u64;
-    let res = Engine::new().run(&job, &cancel, &mut |ev| match ev {
-        JobEvent::Started { duration, .. } => display.start(duration),
-        JobEvent::Progress(p) => display.progress(&p),
-        JobEvent::SegmentWritten(_) => segments += 1,
-        JobEvent::Log { level, message } => {
-            display.log(&format!("{level:?}: {message}").to_lowercase())
+    // Plex callbacks, as Plex's transcoder makes them; PMS's `canThrottle` paces the job.
+    let reporter = PlexReporter::new(&job, callback_token(&job));
+    if let Some(r) = &reporter {
+        r.drive(&cancel);
+    }
+    let res = Engine::new().run(&job, &cancel, &mut |ev| {
+        if let Some(r) = &reporter {
+            r.on_event(&ev);
         }
-        JobEvent::Manifest { .. } => {}
+        match ev {
+            JobEvent::Started { duration, .. } => display.start(duration),
+            JobEvent::Progress(p) => display.progress(&p),
+            JobEvent::SegmentWritten(_) => segments += 1,
+            JobEvent::Log { level, message } => {
+                display.log(&format!("{level:?}: {message}").to_lowercase())
+            }
+            JobEvent::Manifest { .. } => {}
+        }
     });
     display.finish();
+    if let Some(r) = reporter {
+        let stats = r.finish_blocking(res.is_ok());
+        if stats.failed > 0 || stats.abandoned > 0 {
+            eprintln!(
+                "clusterplex-worker run: {} Plex callbacks failed, {} given up",
+                stats.failed, stats.abandoned
+            );
+        }
+    }
     match res {
         Ok(sum) => {
             let p = &sum.progress;
+            let mut extra = String::new();
+            if segments > 0 {
+                extra += &format!(", {segments} segments");
+            }
+            if sum.throttled_packets > 0 {
+                extra += &format!(", {} packets throttled", sum.throttled_packets);
+            }
+            if sum.paused_ms > 0 {
+                extra += &format!(", paused {:.1}s", sum.paused_ms as f64 / 1000.0);
+            }
             eprintln!(
-                "done: {} frames in {:.2}s ({:.1} fps, {:.2}x), {:.1} MiB written{}",
+                "done: {} frames in {:.2}s ({:.1} fps, {:.2}x), {:.1} MiB written{extra}",
                 p.frames,
                 sum.elapsed,
                 p.fps,
                 p.speed,
                 p.bytes as f64 / 1_048_576.0,
-                if segments > 0 {
-                    format!(", {segments} segments")
-                } else {
-                    String::new()
-                }
             );
             ExitCode::SUCCESS
         }

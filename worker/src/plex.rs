@@ -24,6 +24,10 @@
 //!   sends the final progress and returns [`ReportStats`], bounded by
 //!   [`ReporterConfig::finish_timeout`].
 //!
+//! [`PlexReporter::drive`] hands the reporter the job's control handle: PMS's `canThrottle`
+//! in a progress reply then throttles the engine (100 ms per input packet) until a reply
+//! without it, as with Plex's own transcoder.
+//!
 //! `Started` also becomes one `PUT <progressurl>/stream?index=&id=&codec=&type=` per input
 //! audio/video stream, then one `PUT <progressurl>/streamDetail?…` each (the same keys plus the
 //! engine's per-stream details), all before `?duration=`, as Plex's transcoder orders them.
@@ -39,7 +43,7 @@ use std::{
     convert::Infallible,
     pin::Pin,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
@@ -47,6 +51,7 @@ use std::{
 };
 
 use clusterplex_core::{
+    CancelToken,
     events::{InputStream, JobEvent, LogLevel, Progress},
     job::{Job, Segmenting},
 };
@@ -127,6 +132,8 @@ struct Shared {
     /// Input duration from `Started`, for percentages when `Progress` lacks one.
     duration: Mutex<Option<f64>>,
     throttled: AtomicBool,
+    /// The job's control handle, whose throttle flag follows `throttled` when set.
+    control: OnceLock<CancelToken>,
     pending_logs: AtomicUsize,
     dropped_logs: AtomicUsize,
     /// Set by `finish`: after this instant nothing more is attempted, however much is queued.
@@ -175,6 +182,7 @@ impl PlexReporter {
             latest: Mutex::new(None),
             duration: Mutex::new(None),
             throttled: AtomicBool::new(false),
+            control: OnceLock::new(),
             pending_logs: AtomicUsize::new(0),
             dropped_logs: AtomicUsize::new(0),
             finish_by: Mutex::new(None),
@@ -231,9 +239,20 @@ impl PlexReporter {
     }
 
     /// Whether PMS's last progress reply asked to throttle (`canThrottle`). Plex's transcoder
-    /// then sleeps between packets; the engine may consult this to pace itself.
+    /// then sleeps between packets; see [`PlexReporter::drive`].
     pub fn throttled(&self) -> bool {
         self.shared.throttled.load(Ordering::Relaxed)
+    }
+
+    /// Makes PMS pace the job: from now on every progress reply sets `control`'s throttle flag
+    /// (on while the reply contains `canThrottle`), which the engine honours by sleeping
+    /// 100 ms per input packet, as Plex's transcoder does. One control per reporter; later
+    /// calls are ignored.
+    pub fn drive(&self, control: &CancelToken) {
+        control.set_throttled(self.throttled());
+        if self.shared.control.set(control.clone()).is_err() {
+            tracing::debug!("plex reporter: already drives a job");
+        }
     }
 
     /// Queues what `event` means for PMS. Never blocks.
@@ -365,6 +384,15 @@ impl Drop for PlexReporter {
         // flushes within its deadline and ends; do not wait for it here.
         self.thread.take();
     }
+}
+
+/// The `X-Plex-Token` for `job`'s callbacks: the one submitted with the job, else
+/// `X_PLEX_TOKEN` from the environment (where PMS puts it for its transcoder).
+pub fn callback_token(job: &Job) -> Option<String> {
+    job.plex
+        .token
+        .clone()
+        .or_else(|| std::env::var("X_PLEX_TOKEN").ok().filter(|t| !t.is_empty()))
 }
 
 fn is_http(url: &str) -> bool {
@@ -557,9 +585,11 @@ impl Worker {
         let url = with_query(base, "", &q);
         self.stats.progress_puts += 1;
         if let Some(reply) = self.request(Method::PUT, &url, None).await {
-            self.shared
-                .throttled
-                .store(reply.contains("canThrottle"), Ordering::Relaxed);
+            let throttle = reply.contains("canThrottle");
+            self.shared.throttled.store(throttle, Ordering::Relaxed);
+            if let Some(c) = self.shared.control.get() {
+                c.set_throttled(throttle);
+            }
         }
     }
 

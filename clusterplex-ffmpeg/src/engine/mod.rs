@@ -23,7 +23,7 @@ mod tonemap_hook;
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use clusterplex_core::events::LogLevel;
@@ -46,6 +46,10 @@ const MIN_COPY_TOLERANCE_US: i64 = 1000;
 const RESUME_ROUNDING_US: i64 = 50;
 /// A stream that never becomes ready cannot hold back an output forever.
 const MAX_QUEUED_PACKETS: usize = 8192;
+/// Plex's transcoder sleeps this long before each input packet while PMS throttles it.
+const THROTTLE_SLEEP: Duration = Duration::from_millis(100);
+/// Pacing sleeps are cut into slices this long, so cancel, pause and resume act promptly.
+const PACING_SLICE: Duration = Duration::from_millis(20);
 
 /// The in-process engine. Cheap to create; holds only defaults.
 #[derive(Debug, Clone, Default)]
@@ -273,6 +277,18 @@ struct Run<'e> {
     frames: u64,
     duration: Option<f64>,
     first_out_time: Option<f64>,
+    pacing: Pacing,
+}
+
+/// What the job's control handle did to its pace (see [`Run::pace`]).
+#[derive(Debug, Default)]
+struct Pacing {
+    control: CancelToken,
+    throttling: bool,
+    throttled_packets: u64,
+    /// Time spent paused; `-re` pacing runs on wall time minus this, so a paused realtime
+    /// input resumes at realtime instead of bursting to catch up.
+    paused: Duration,
 }
 
 impl<'e> Run<'e> {
@@ -297,6 +313,7 @@ impl<'e> Run<'e> {
             frames: 0,
             duration: None,
             first_out_time: None,
+            pacing: Pacing::default(),
         };
         run.duration = run.input_duration();
         run.plan()?;
@@ -802,6 +819,7 @@ impl<'e> Run<'e> {
 
     /// The main loop.
     fn execute(&mut self, cancel: &CancelToken) -> Result<()> {
+        self.pacing.control = cancel.clone();
         self.try_write_headers()?;
         loop {
             if cancel.is_cancelled() {
@@ -811,6 +829,7 @@ impl<'e> Run<'e> {
                 break;
             }
             let Some(i) = self.next_input() else { break };
+            self.pace()?;
             let mut pkt = Packet::empty();
             match pkt.read(&mut self.inputs[i].ctx) {
                 Ok(()) => {}
@@ -840,6 +859,54 @@ impl<'e> Run<'e> {
         for o in 0..self.outs.len() {
             for s in 0..self.outs[o].streams.len() {
                 self.flush_encoder(o, s)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Honours the control handle's pause and throttle flags before the next input packet:
+    /// paused, it waits (in slices, so cancel still stops it promptly); throttled, it sleeps
+    /// 100 ms as Plex's transcoder does. Transitions are logged, not packets.
+    fn pace(&mut self) -> Result<()> {
+        let c = &self.pacing.control;
+        if !self.pacing.throttling && !c.is_throttled() && !c.is_paused() {
+            return Ok(());
+        }
+        let control = c.clone();
+        if control.is_paused() {
+            let since = Instant::now();
+            tracing::info!("job paused: reading no input until resumed");
+            while control.is_paused() {
+                if control.is_cancelled() {
+                    self.pacing.paused += since.elapsed();
+                    return Err(Error::Cancelled);
+                }
+                std::thread::sleep(PACING_SLICE);
+            }
+            let waited = since.elapsed();
+            self.pacing.paused += waited;
+            tracing::info!(paused_ms = waited.as_millis() as u64, "job resumed");
+        }
+        let throttled = control.is_throttled();
+        if throttled != self.pacing.throttling {
+            self.pacing.throttling = throttled;
+            if throttled {
+                tracing::info!("job throttled: sleeping 100 ms per input packet");
+            } else {
+                tracing::info!(
+                    packets = self.pacing.throttled_packets,
+                    "job no longer throttled"
+                );
+            }
+        }
+        if throttled {
+            self.pacing.throttled_packets += 1;
+            // Cancelling, pausing or lifting the throttle ends the sleep early.
+            sleep_unless(THROTTLE_SLEEP, || {
+                control.is_cancelled() || control.is_paused() || !control.is_throttled()
+            });
+            if control.is_cancelled() {
+                return Err(Error::Cancelled);
             }
         }
         Ok(())
@@ -886,9 +953,13 @@ impl<'e> Run<'e> {
             inp.last_us = inp.last_us.max(us);
             if inp.realtime {
                 let first = *inp.first_us.get_or_insert(us);
-                let ahead = (us - first) as f64 / 1e6 - self.started.elapsed().as_secs_f64();
+                let clock = self.started.elapsed().saturating_sub(self.pacing.paused);
+                let ahead = (us - first) as f64 / 1e6 - clock.as_secs_f64();
                 if ahead > 0.0 {
-                    std::thread::sleep(std::time::Duration::from_secs_f64(ahead.min(1.0)));
+                    let control = &self.pacing.control;
+                    sleep_unless(Duration::from_secs_f64(ahead.min(1.0)), || {
+                        control.is_cancelled() || control.is_paused()
+                    });
                 }
             }
             if let Some(lim) = inp.limit_us
@@ -1783,7 +1854,21 @@ impl<'e> Run<'e> {
             progress: self.progress(),
             elapsed: self.started.elapsed().as_secs_f64(),
             segments: self.outs.iter().map(|o| o.segments).collect(),
+            throttled_packets: self.pacing.throttled_packets,
+            paused_ms: u64::try_from(self.pacing.paused.as_millis()).unwrap_or(u64::MAX),
         })
+    }
+}
+
+/// Sleeps `total` in short slices, stopping early once `stop` says so.
+fn sleep_unless(total: Duration, stop: impl Fn() -> bool) {
+    let until = Instant::now() + total;
+    loop {
+        let now = Instant::now();
+        if now >= until || stop() {
+            return;
+        }
+        std::thread::sleep(PACING_SLICE.min(until - now));
     }
 }
 
