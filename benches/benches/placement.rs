@@ -221,6 +221,7 @@ fn register(i: usize) -> pb::Register {
         benchmark_score: 50.0 + (i % 50) as f64,
         max_jobs: 4,
         running_job_ids: vec![],
+        ..Default::default()
     }
 }
 

@@ -497,9 +497,59 @@ pub fn job_event(job_id: &str, event: Event) -> pb::JobEventMessage {
     }
 }
 
+/// Parses a `Register.wake_mac` (six hex octets separated by `:` or `-`, any case). None for
+/// anything else, and for the all-zero and broadcast addresses, which no network card has (the
+/// loopback interface reports all zeros).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let s = s.trim();
+    let sep = if s.contains('-') { '-' } else { ':' };
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(sep);
+    for octet in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *octet = u8::from_str_radix(p, 16).ok()?;
+    }
+    if parts.next().is_some() || mac == [0; 6] || mac == [0xff; 6] {
+        return None;
+    }
+    Some(mac)
+}
+
+/// The wire form of a MAC address: lower-case `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mac_parsing() {
+        let m = [0x00, 0x1b, 0x21, 0xaa, 0xBC, 0x0f];
+        assert_eq!(parse_mac("00:1b:21:aa:bc:0f"), Some(m));
+        assert_eq!(parse_mac(" 00-1B-21-AA-BC-0F\n"), Some(m));
+        assert_eq!(format_mac(&m), "00:1b:21:aa:bc:0f");
+        for bad in [
+            "",
+            "00:1b:21:aa:bc",
+            "00:1b:21:aa:bc:0f:11",
+            "00:1b:21:aa:bc:0g",
+            "001b:21:aa:bc:0f",
+            "0:1b:21:aa:bc:0f0",
+            "00:00:00:00:00:00",
+            "ff:ff:ff:ff:ff:ff",
+            "00:1b-21:aa:bc:0f",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn constant_time_eq_matches_eq() {

@@ -90,6 +90,7 @@ fn state_name(s: i32) -> &'static str {
         Ok(pb::WorkerState::Active) => "active",
         Ok(pb::WorkerState::Draining) => "draining",
         Ok(pb::WorkerState::Lost) => "lost",
+        Ok(pb::WorkerState::Asleep) => "asleep",
         _ => "?",
     }
 }

@@ -33,7 +33,10 @@ use clusterplex_core::{
 use tokio::sync::{Notify, mpsc};
 use tonic::Status;
 
-use crate::metrics::{Metrics, WorkerGauges, WorkerLabels};
+use crate::{
+    metrics::{Metrics, WorkerGauges, WorkerLabels},
+    power::{self, AwakeWorker, PowerConfig, SleepState, Sleeper, Sleepers},
+};
 
 /// How long the worker that last ran a session is remembered for affinity after the session's
 /// job ended (Plex kills the old transcoder before it starts the one for the seek).
@@ -58,6 +61,8 @@ pub struct ClusterConfig {
     pub queue_timeout: Duration,
     /// A worker that sends nothing (no load report) for this long is marked lost.
     pub lost_timeout: Duration,
+    /// Sleeping idle workers and waking them (off by default).
+    pub power: PowerConfig,
 }
 
 impl Default for ClusterConfig {
@@ -66,6 +71,7 @@ impl Default for ClusterConfig {
             strategy: Strategy::LoadRank,
             queue_timeout: Duration::from_secs(10),
             lost_timeout: Duration::from_secs(15),
+            power: PowerConfig::default(),
         }
     }
 }
@@ -90,6 +96,15 @@ struct WorkerEntry {
     labels: WorkerLabels,
     /// Handles on this worker's gauges, so updates skip the label lookup.
     gauges: WorkerGauges,
+    /// Its Wake-on-LAN MAC, when it sent a valid one.
+    mac: Option<[u8; 6]>,
+    /// It has a sleep command (and a MAC): it may be told to sleep.
+    can_sleep: bool,
+    /// Since when it has had no job (None while it runs one).
+    idle_since: Option<Instant>,
+    /// Told to sleep and not yet gone (its box is suspending, or its sleep command failed):
+    /// it takes no job until it is taken back or registers again.
+    asleep: bool,
 }
 
 impl WorkerEntry {
@@ -149,7 +164,7 @@ impl Candidate for WorkerEntry {
         &self.load
     }
     fn accepting(&self) -> bool {
-        !self.draining
+        !self.draining && !self.asleep
     }
 }
 
@@ -237,6 +252,8 @@ struct Inner {
     /// Jobs being moved off a worker drained with `cancel_running` -> that worker. They move
     /// once the worker confirms the cancel, so two workers never write the same segment.
     moving: HashMap<String, String>,
+    /// Workers told to sleep (power saving), remembered after their connection drops.
+    sleepers: Sleepers,
 }
 
 /// What a new job submission carries.
@@ -411,6 +428,7 @@ impl Cluster {
             tokio::time::sleep(me.cfg.queue_timeout).await;
             me.queue_timed_out(&jid, generation);
         });
+        self.wake_for_queue_locked(inner);
     }
 
     /// Tries to place a queued (or new) job. True when it was assigned.
@@ -473,6 +491,7 @@ impl Cluster {
         }
         placement::account_assignment(&mut w.load, w.max_jobs);
         w.jobs.insert(job_id.to_string());
+        w.idle_since = None;
         w.load_changed(index);
         if !affinity {
             *rr_last = Some(wid.clone());
@@ -517,11 +536,26 @@ impl Cluster {
         self.metrics.queue_depth.set(inner.queue.len() as i64);
     }
 
-    fn queue_timed_out(&self, job_id: &str, generation: u64) {
+    fn queue_timed_out(self: &Arc<Self>, job_id: &str, generation: u64) {
         let mut inner = self.lock();
         let still_queued = matches!(inner.jobs.get(job_id),
             Some(j) if matches!(j.state, JobState::Queued) && j.generation == generation);
         if !still_queued {
+            return;
+        }
+        // A sleeping worker that covers it is being woken: the job waits for it until that
+        // wake's deadline, then (if still queued) ends here as it would have at the timeout.
+        if let Some(deadline) = inner
+            .jobs
+            .get(job_id)
+            .and_then(|j| inner.sleepers.waking_for(&j.needs, Instant::now()))
+        {
+            let me = Arc::clone(self);
+            let jid = job_id.to_string();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(deadline.into()).await;
+                me.queue_timed_out(&jid, generation);
+            });
             return;
         }
         inner.queue.retain(|j| j != job_id);
@@ -680,6 +714,15 @@ impl Cluster {
         let mut inner = self.lock();
         inner.next_session += 1;
         let session = inner.next_session;
+        if let Some(s) = inner.sleepers.remove(&reg.worker_id) {
+            let how = match s.state {
+                SleepState::Waking { .. } => "woken",
+                SleepState::Asleep => "back by itself",
+                SleepState::Unwakeable => "back after its wake timed out",
+            };
+            tracing::info!(worker = reg.worker_id, "sleeping worker registered: {how}");
+            self.metrics.workers_asleep.set(inner.sleepers.len() as i64);
+        }
         let still_running: BTreeSet<String> = reg.running_job_ids.iter().cloned().collect();
         let mut kept = BTreeSet::new();
         let mut lost = Vec::new();
@@ -719,7 +762,7 @@ impl Cluster {
             running_jobs: u32::try_from(kept.len()).unwrap_or(u32::MAX),
             ..Load::default()
         };
-        let entry = WorkerEntry {
+        let mut entry = WorkerEntry {
             id: reg.worker_id.clone(),
             name: reg.name.clone(),
             version: reg.version.clone(),
@@ -743,7 +786,15 @@ impl Cluster {
             last_seen: Instant::now(),
             gauges: self.metrics.worker_gauges(&labels),
             labels,
+            mac: rpc::parse_mac(&reg.wake_mac),
+            can_sleep: reg.can_sleep && rpc::parse_mac(&reg.wake_mac).is_some(),
+            idle_since: None,
+            asleep: false,
         };
+        if entry.jobs.is_empty() {
+            entry.idle_since = Some(Instant::now());
+            self.arm_sleep_timer();
+        }
         self.metrics.workers_active.inc();
         entry.load_changed(&mut inner.index);
         // New, or back with maybe other capabilities.
@@ -832,12 +883,17 @@ impl Cluster {
         for j in &w.jobs {
             inner.moving.remove(j);
         }
-        tracing::warn!(
-            worker = worker_id,
-            name = w.name,
-            jobs = w.jobs.len(),
-            "worker lost: {why}"
-        );
+        if w.asleep {
+            // Expected: a suspending machine drops its connection. It stays remembered.
+            tracing::info!(worker = worker_id, "sleeping worker disconnected: {why}");
+        } else {
+            tracing::warn!(
+                worker = worker_id,
+                name = w.name,
+                jobs = w.jobs.len(),
+                "worker lost: {why}"
+            );
+        }
         self.remove_worker_metrics(&w);
         let _ =
             w.tx.send(Err(Status::unavailable(format!("marked lost: {why}"))));
@@ -895,6 +951,10 @@ impl Cluster {
                     if w.jobs.remove(&job_id) && !w.cancelling.remove(&job_id) {
                         placement::account_release(&mut w.load, w.max_jobs);
                         w.load_changed(&mut inner.index);
+                    }
+                    if w.jobs.is_empty() && w.idle_since.is_none() {
+                        w.idle_since = Some(Instant::now());
+                        self.arm_sleep_timer();
                     }
                     let ours = matches!(inner.jobs.get(&job_id), Some(j) if matches!(&j.state, JobState::Running { worker, .. } if worker == worker_id));
                     let moving = inner.moving.remove(&job_id).is_some_and(|w| w == worker_id);
@@ -976,6 +1036,146 @@ impl Cluster {
         (true, u32::try_from(jobs.len()).unwrap_or(u32::MAX))
     }
 
+    // ------------------------------------------------------------------------- power saving
+
+    /// A worker became idle (or registered): once it has been idle for SLEEP_AFTER_S, the
+    /// sleep policy looks at every worker. A timer, not a poll; nothing when the feature is off.
+    fn arm_sleep_timer(self: &Arc<Self>) {
+        let Some(after) = self.cfg.power.sleep_after else {
+            return;
+        };
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            me.check_sleep();
+        });
+    }
+
+    /// Tells the workers that have been idle long enough to sleep (see [`power::to_sleep`]),
+    /// and remembers them, so that a job that needs one can wake it.
+    pub(crate) fn check_sleep(&self) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        if inner.shutting_down {
+            return;
+        }
+        let now = Instant::now();
+        let awake: Vec<AwakeWorker<'_>> = inner
+            .workers
+            .values()
+            .filter(|w| !w.asleep)
+            .map(|w| AwakeWorker {
+                id: &w.id,
+                idle_since: w.idle_since,
+                draining: w.draining,
+                can_sleep: w.can_sleep,
+            })
+            .collect();
+        let chosen = power::to_sleep(&self.cfg.power, now, &awake);
+        for id in chosen {
+            let Some(w) = inner.workers.get_mut(&id) else {
+                continue;
+            };
+            let Some(mac) = w.mac else { continue };
+            let sleep = pb::OrchestratorMessage {
+                msg: Some(pb::orchestrator_message::Msg::Sleep(pb::Sleep {})),
+            };
+            if w.tx.send(Ok(sleep)).is_err() {
+                continue;
+            }
+            w.asleep = true;
+            w.load_changed(&mut inner.index);
+            inner.capable.worker_changed(&*w);
+            tracing::info!(
+                worker = id,
+                idle = ?w.idle_since.map(|t| now.saturating_duration_since(t)),
+                mac = rpc::format_mac(&mac),
+                "idle worker told to sleep"
+            );
+            inner.sleepers.insert(
+                id,
+                Sleeper {
+                    name: w.name.clone(),
+                    caps: w.caps.clone(),
+                    score: w.score,
+                    max_jobs: w.max_jobs,
+                    mac,
+                    state: SleepState::Asleep,
+                },
+            );
+            self.metrics.sleeps_ordered.inc();
+        }
+        self.metrics.workers_asleep.set(inner.sleepers.len() as i64);
+    }
+
+    /// Wakes the sleeping workers the queued jobs need (see [`Sleepers::plan_wakes`]): a
+    /// magic packet each, and a timer after which the wake counts as failed. A sleeper still
+    /// connected (its machine is still suspending, or its sleep command failed) is simply
+    /// taken back.
+    fn wake_for_queue_locked(self: &Arc<Self>, inner: &mut Inner) {
+        if !self.cfg.power.enabled() || inner.sleepers.is_empty() || inner.queue.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let timeout = self.cfg.power.wake_timeout;
+        let waiting: Vec<&CapabilityNeeds> = inner
+            .queue
+            .iter()
+            .filter_map(|id| inner.jobs.get(id))
+            .map(|j| &j.needs)
+            .collect();
+        let wake = inner.sleepers.plan_wakes(&waiting, now, timeout);
+        let mut taken_back = false;
+        for id in wake {
+            if let Some(w) = inner.workers.get_mut(&id) {
+                w.asleep = false;
+                w.idle_since = Some(now);
+                w.load_changed(&mut inner.index);
+                inner.capable.worker_changed(&*w);
+                inner.sleepers.remove(&id);
+                tracing::info!(
+                    worker = id,
+                    "a job needs a sleeping worker still connected: taken back"
+                );
+                taken_back = true;
+                continue;
+            }
+            let Some(s) = inner.sleepers.get(&id) else {
+                continue;
+            };
+            let (mac, to, deadline) = (s.mac, self.cfg.power.wol_addr, now + timeout);
+            tracing::info!(worker = id, mac = rpc::format_mac(&mac), %to, "waking worker (Wake-on-LAN)");
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                match power::send_magic_packet(to, &mac).await {
+                    Ok(()) => me.metrics.wake_packets_sent.inc(),
+                    Err(e) => tracing::warn!(worker = id, "Wake-on-LAN packet to {to}: {e}"),
+                }
+                tokio::time::sleep_until(deadline.into()).await;
+                me.wake_timed_out(&id, deadline);
+            });
+        }
+        self.metrics.workers_asleep.set(inner.sleepers.len() as i64);
+        if taken_back {
+            self.drain_queue_locked(inner);
+            self.arm_sleep_timer();
+        }
+    }
+
+    /// The worker woken with deadline `deadline` has not registered: it is not woken again
+    /// until it registers by itself. Jobs that waited for it end at their queue timer as
+    /// they would have without it.
+    fn wake_timed_out(&self, worker_id: &str, deadline: Instant) {
+        let mut inner = self.lock();
+        if inner.sleepers.wake_timed_out(worker_id, deadline) {
+            tracing::warn!(
+                worker = worker_id,
+                timeout = ?self.cfg.power.wake_timeout,
+                "woken worker did not register in time; it is not woken again until it registers"
+            );
+        }
+    }
+
     /// Moves a job off the drained worker `worker_id` if it is still waiting to move.
     fn move_drained_job(self: &Arc<Self>, job_id: &str, worker_id: &str, why: &str) {
         let mut inner = self.lock();
@@ -987,14 +1187,16 @@ impl Cluster {
 
     pub fn list_workers(&self) -> Vec<pb::WorkerInfo> {
         let inner = self.lock();
-        inner
+        let mut list: Vec<pb::WorkerInfo> = inner
             .workers
             .values()
             .map(|w| pb::WorkerInfo {
                 id: w.id.clone(),
                 name: w.name.clone(),
                 version: w.version.clone(),
-                state: if w.draining {
+                state: if w.asleep {
+                    pb::WorkerState::Asleep
+                } else if w.draining {
                     pb::WorkerState::Draining
                 } else {
                     pb::WorkerState::Active
@@ -1007,7 +1209,24 @@ impl Cluster {
                 mem_used_bytes: w.load.mem_used_bytes,
                 job_ids: w.jobs.iter().cloned().collect(),
             })
-            .collect()
+            .collect();
+        // Sleepers whose connection is gone (their machine is suspended).
+        list.extend(
+            inner
+                .sleepers
+                .iter()
+                .filter(|(id, _)| !inner.workers.contains_key(*id))
+                .map(|(id, s)| pb::WorkerInfo {
+                    id: id.clone(),
+                    name: s.name.clone(),
+                    state: pb::WorkerState::Asleep as i32,
+                    capabilities: Some((&s.caps).into()),
+                    benchmark_score: s.score,
+                    max_jobs: s.max_jobs,
+                    ..Default::default()
+                }),
+        );
+        list
     }
 
     pub fn list_jobs(&self) -> Vec<pb::JobInfo> {
@@ -1359,3 +1578,7 @@ mod tests {
 /// Drain, and the placement index and capable-worker cache kept in step with the workers.
 #[cfg(test)]
 mod placement_tests;
+
+/// Power saving: sleeping idle workers, waking them for queued jobs, wake timeouts.
+#[cfg(test)]
+mod power_tests;

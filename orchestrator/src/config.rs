@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use clusterplex_core::placement::Strategy;
 
-use crate::{cluster::ClusterConfig, error::Error};
+use crate::{cluster::ClusterConfig, error::Error, power::PowerConfig};
 
 /// `clusterplex-orchestrator`: places transcode jobs from shims on workers.
 #[derive(Debug, Clone, Parser)]
@@ -46,6 +46,24 @@ pub struct Args {
     /// (they connect to `https://localhost`); default: the --tls-cert file itself.
     #[arg(long, env = "CLUSTERPLEX_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Power saving: a worker idle this many seconds is told to sleep (it needs
+    /// CLUSTERPLEX_SLEEP_COMMAND and a wake MAC); 0 = never.
+    #[arg(long, env = "CLUSTERPLEX_SLEEP_AFTER_S", default_value_t = 0)]
+    pub sleep_after_s: u64,
+    /// Power saving: never put the last N awake workers to sleep.
+    #[arg(long, env = "CLUSTERPLEX_MIN_AWAKE_WORKERS", default_value_t = 1)]
+    pub min_awake_workers: usize,
+    /// Power saving: how long a queued job waits for a worker woken for it before it is
+    /// handled as when no worker can take it.
+    #[arg(long, env = "CLUSTERPLEX_WAKE_TIMEOUT_S", default_value_t = 120)]
+    pub wake_timeout_s: u64,
+    /// Power saving: where Wake-on-LAN magic packets are sent (UDP, broadcast allowed).
+    #[arg(
+        long,
+        env = "CLUSTERPLEX_WOL_ADDR",
+        default_value = "255.255.255.255:9"
+    )]
+    pub wol_addr: SocketAddr,
     /// Run this many workers inside this process (a one-machine cluster).
     #[arg(long, env = "LOCAL_WORKERS", default_value_t = 0)]
     pub local_workers: u32,
@@ -103,6 +121,13 @@ impl TryFrom<&Args> for OrchestratorConfig {
                 strategy,
                 queue_timeout: Duration::from_millis(a.queue_timeout_ms),
                 lost_timeout: Duration::from_millis(a.lost_worker_timeout_ms),
+                power: PowerConfig {
+                    sleep_after: (a.sleep_after_s > 0)
+                        .then(|| Duration::from_secs(a.sleep_after_s)),
+                    min_awake: a.min_awake_workers,
+                    wake_timeout: Duration::from_secs(a.wake_timeout_s.max(1)),
+                    wol_addr: a.wol_addr,
+                },
             },
             token: a.token.clone().filter(|t| !t.is_empty()),
             tls: a

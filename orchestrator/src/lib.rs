@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod power;
 pub mod service;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};

@@ -63,6 +63,12 @@ pub struct Metrics {
     pub protocol_mismatches: PlainCounter,
     /// Jobs moved to another worker after theirs was lost (resumed or restarted).
     pub jobs_failed_over: PlainCounter,
+    /// Power saving: workers told to sleep and not registered again.
+    pub workers_asleep: Gauge,
+    /// Power saving: Wake-on-LAN magic packets sent.
+    pub wake_packets_sent: PlainCounter,
+    /// Power saving: idle workers told to sleep.
+    pub sleeps_ordered: PlainCounter,
 }
 
 /// One worker's gauges, looked up once at registration.
@@ -118,6 +124,22 @@ impl Metrics {
             &mut registry,
             "jobs_failed_over",
             "Jobs moved to another worker after theirs was lost",
+        );
+        let wake_packets_sent = counter(
+            &mut registry,
+            "worker_wake_packets_sent",
+            "Wake-on-LAN packets sent to sleeping workers",
+        );
+        let sleeps_ordered = counter(
+            &mut registry,
+            "worker_sleeps_ordered",
+            "Idle workers told to sleep",
+        );
+        let workers_asleep = Gauge::default();
+        registry.register(
+            "workers_asleep",
+            "Workers told to sleep (power saving), until they register again",
+            workers_asleep.clone(),
         );
         let job_posters_active = Gauge::default();
         registry.register(
@@ -190,6 +212,9 @@ impl Metrics {
             job_duration_seconds,
             protocol_mismatches,
             jobs_failed_over,
+            workers_asleep,
+            wake_packets_sent,
+            sleeps_ordered,
         }
     }
 

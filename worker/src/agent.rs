@@ -4,6 +4,7 @@
 
 pub mod paths;
 pub mod score;
+pub mod wake;
 
 use std::{
     collections::HashMap,
@@ -64,6 +65,14 @@ pub struct Args {
     /// Allow http(s) inputs and outputs (Plex's callback URLs, network streams).
     #[arg(long, env = "ALLOW_URLS", default_value_t = true, action = clap::ArgAction::Set)]
     pub allow_urls: bool,
+    /// Power saving: command run with `sh -c` when the orchestrator tells this idle worker to
+    /// sleep (e.g. `systemctl suspend`); empty = this worker never sleeps.
+    #[arg(long, env = "CLUSTERPLEX_SLEEP_COMMAND", default_value = "")]
+    pub sleep_command: String,
+    /// Power saving: the MAC a Wake-on-LAN packet wakes this machine with; default: the MAC of
+    /// the network interface that reaches the orchestrator (Linux).
+    #[arg(long, env = "CLUSTERPLEX_WOL_MAC")]
+    pub wol_mac: Option<String>,
 }
 
 /// The agent's settings, independent of how they were given.
@@ -77,6 +86,10 @@ pub struct AgentConfig {
     pub score: f64,
     pub capabilities: Capabilities,
     pub paths: PathPolicy,
+    /// Run (`sh -c`) when told to sleep; None: this worker never sleeps.
+    pub sleep_command: Option<String>,
+    /// Wake-on-LAN MAC to register with; None: detected per connection.
+    pub wol_mac: Option<String>,
 }
 
 impl AgentConfig {
@@ -94,6 +107,8 @@ impl AgentConfig {
             score: 100.0,
             capabilities: Capabilities::default(),
             paths: PathPolicy::default(),
+            sleep_command: None,
+            wol_mac: None,
         }
     }
 }
@@ -150,6 +165,12 @@ async fn run_from_args(args: Args) -> anyhow::Result<()> {
         }
     };
     let paths = PathPolicy::new(&args.media_roots, &args.transcode_roots, args.allow_urls)?;
+    let wol_mac = match args.wol_mac.as_deref().filter(|m| !m.trim().is_empty()) {
+        Some(m) => Some(rpc::format_mac(&rpc::parse_mac(m).ok_or_else(|| {
+            anyhow::anyhow!("CLUSTERPLEX_WOL_MAC `{m}` is not a MAC address like aa:bb:cc:dd:ee:ff")
+        })?)),
+        None => None,
+    };
     let cfg = AgentConfig {
         conn: args.conn.clone(),
         worker_id: args.worker_id.clone().unwrap_or_else(|| host.clone()),
@@ -159,6 +180,8 @@ async fn run_from_args(args: Args) -> anyhow::Result<()> {
         score,
         capabilities,
         paths,
+        sleep_command: Some(args.sleep_command.trim().to_string()).filter(|c| !c.is_empty()),
+        wol_mac,
     };
     tracing::info!(
         id = cfg.worker_id,
@@ -293,6 +316,15 @@ async fn connect_once(
         WorkerServiceClient::with_interceptor(channel, TokenInterceptor::new(cfg.conn.token())?);
     let (up_tx, up_rx) = mpsc::channel::<pb::WorkerMessage>(1024);
     let running_ids: Vec<String> = lock(running).keys().cloned().collect();
+    let wake_mac = match &cfg.sleep_command {
+        Some(_) => wake::wake_mac(cfg.wol_mac.as_deref(), &cfg.conn.orchestrator_url).await,
+        None => String::new(),
+    };
+    if cfg.sleep_command.is_some() && wake_mac.is_empty() {
+        tracing::warn!(
+            "a sleep command is set but no wake MAC is known (set CLUSTERPLEX_WOL_MAC): this worker is never told to sleep"
+        );
+    }
     up_tx
         .send(worker_msg(pb::worker_message::Msg::Register(
             pb::Register {
@@ -304,6 +336,8 @@ async fn connect_once(
                 benchmark_score: cfg.score,
                 max_jobs: cfg.max_jobs,
                 running_job_ids: running_ids,
+                can_sleep: cfg.sleep_command.is_some(),
+                wake_mac,
             },
         )))
         .await?;
@@ -383,6 +417,16 @@ async fn connect_once(
             Some(pb::orchestrator_message::Msg::Drain(_)) => {
                 tracing::info!("draining: no new jobs will come")
             }
+            Some(pb::orchestrator_message::Msg::Sleep(_)) => match &cfg.sleep_command {
+                // Never while a job runs (one may have been assigned as the order crossed).
+                Some(cmd) if lock(running).is_empty() => {
+                    // Not awaited: the stream keeps being served until the machine suspends
+                    // (and drops it); after the resume, the reconnect loop registers again.
+                    tokio::spawn(wake::run_sleep_command(cmd.clone()));
+                }
+                Some(_) => tracing::info!("told to sleep while running a job: staying awake"),
+                None => tracing::debug!("told to sleep without a sleep command: ignored"),
+            },
             // A message this worker does not know (a newer orchestrator): ignore it.
             None => {}
         }
