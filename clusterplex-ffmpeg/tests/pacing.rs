@@ -85,14 +85,51 @@ fn size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
-#[test]
-fn throttled_job_sleeps_per_packet_and_completes_once_released() {
+/// A job started on its own thread with its control handle set up by `pace` first, once the
+/// engine has said `Started`. `_dir` keeps the output directory alive: bind it by name when
+/// destructuring (`..` would drop it, and the directory, at once).
+struct Running {
+    _dir: tempfile::TempDir,
+    target: PathBuf,
+    control: CancelToken,
+    h: JoinHandle<Outcome>,
+    rx: mpsc::Receiver<JobEvent>,
+}
+
+fn start(realtime: bool, pace: fn(&CancelToken)) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let (job, target) = ts_job(dir.path(), false);
+    let (job, target) = ts_job(dir.path(), realtime);
     let control = CancelToken::new();
-    control.set_throttled(true);
+    pace(&control);
     let (h, rx) = spawn(job, &control);
     wait_started(&rx);
+    Running {
+        _dir: dir,
+        target,
+        control,
+        h,
+        rx,
+    }
+}
+
+/// Cancel stops a job that `pace` holds back, with the cancelled error.
+fn assert_cancel_stops(pace: fn(&CancelToken)) {
+    let r = start(false, pace);
+    std::thread::sleep(Duration::from_millis(300));
+    r.control.cancel();
+    let out = join(r.h);
+    assert!(matches!(out, Err(Error::Cancelled)), "{out:?}");
+}
+
+#[test]
+fn throttled_job_sleeps_per_packet_and_completes_once_released() {
+    let Running {
+        _dir,
+        target,
+        control,
+        h,
+        ..
+    } = start(false, |c| c.set_throttled(true));
     std::thread::sleep(Duration::from_millis(700));
     assert!(
         !h.is_finished(),
@@ -107,9 +144,9 @@ fn throttled_job_sleeps_per_packet_and_completes_once_released() {
 
 #[test]
 fn unthrottled_job_counts_no_throttled_packets() {
-    let dir = tempfile::tempdir().unwrap();
-    let (job, target) = ts_job(dir.path(), false);
-    let (h, _rx) = spawn(job, &CancelToken::new());
+    let Running {
+        _dir, target, h, ..
+    } = start(false, |_| {});
     let sum = join(h).unwrap();
     assert_eq!((sum.throttled_packets, sum.paused_ms), (0, 0), "{sum:?}");
     assert_eq!(tk::count_frames(&target, "v:0"), 50);
@@ -117,12 +154,13 @@ fn unthrottled_job_counts_no_throttled_packets() {
 
 #[test]
 fn paused_job_reads_nothing_until_resumed_then_completes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (job, target) = ts_job(dir.path(), false);
-    let control = CancelToken::new();
-    control.set_paused(true);
-    let (h, rx) = spawn(job, &control);
-    wait_started(&rx);
+    let Running {
+        _dir,
+        target,
+        control,
+        h,
+        rx,
+    } = start(false, |c| c.set_paused(true));
     std::thread::sleep(Duration::from_millis(200));
     let before = size(&target);
     std::thread::sleep(Duration::from_millis(1500));
@@ -148,30 +186,12 @@ fn paused_job_reads_nothing_until_resumed_then_completes() {
 
 #[test]
 fn cancel_stops_a_paused_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let (job, _target) = ts_job(dir.path(), false);
-    let control = CancelToken::new();
-    control.set_paused(true);
-    let (h, rx) = spawn(job, &control);
-    wait_started(&rx);
-    std::thread::sleep(Duration::from_millis(300));
-    control.cancel();
-    let r = join(h);
-    assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+    assert_cancel_stops(|c| c.set_paused(true));
 }
 
 #[test]
 fn cancel_stops_a_throttled_job() {
-    let dir = tempfile::tempdir().unwrap();
-    let (job, _target) = ts_job(dir.path(), false);
-    let control = CancelToken::new();
-    control.set_throttled(true);
-    let (h, rx) = spawn(job, &control);
-    wait_started(&rx);
-    std::thread::sleep(Duration::from_millis(300));
-    control.cancel();
-    let r = join(h);
-    assert!(matches!(r, Err(Error::Cancelled)), "{r:?}");
+    assert_cancel_stops(|c| c.set_throttled(true));
 }
 
 /// `-re` paces on wall time minus paused time: after a pause the job goes on at realtime
@@ -181,12 +201,13 @@ fn cancel_stops_a_throttled_job() {
 /// slow the machine.)
 #[test]
 fn paused_realtime_input_resumes_at_realtime() {
-    let dir = tempfile::tempdir().unwrap();
-    let (job, target) = ts_job(dir.path(), true);
-    let control = CancelToken::new();
-    control.set_paused(true);
-    let (h, rx) = spawn(job, &control);
-    wait_started(&rx);
+    let Running {
+        _dir,
+        target,
+        control,
+        h,
+        ..
+    } = start(true, |c| c.set_paused(true));
     std::thread::sleep(Duration::from_millis(1500));
     control.set_paused(false);
     let resumed = Instant::now();

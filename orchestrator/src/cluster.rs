@@ -1400,6 +1400,30 @@ mod tests {
         assert_eq!(single.resume_point(), None);
     }
 
+    /// A one-slot worker's registration (the power tests add their fields to it).
+    pub(super) fn registration(id: &str) -> pb::Register {
+        pb::Register {
+            worker_id: id.into(),
+            name: id.into(),
+            protocol_version: rpc::PROTOCOL_VERSION,
+            max_jobs: 1,
+            benchmark_score: 100.0,
+            ..Default::default()
+        }
+    }
+
+    /// Registers `reg` with a channel standing in for the worker's stream.
+    pub(super) fn attach(
+        c: &Arc<Cluster>,
+        reg: &pb::Register,
+    ) -> (
+        u64,
+        mpsc::UnboundedReceiver<Result<pb::OrchestratorMessage, Status>>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (c.register(reg, tx).unwrap(), rx)
+    }
+
     fn register(
         c: &Arc<Cluster>,
         id: &str,
@@ -1407,16 +1431,7 @@ mod tests {
         u64,
         mpsc::UnboundedReceiver<Result<pb::OrchestratorMessage, Status>>,
     ) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let reg = pb::Register {
-            worker_id: id.into(),
-            name: id.into(),
-            protocol_version: rpc::PROTOCOL_VERSION,
-            max_jobs: 1,
-            benchmark_score: 100.0,
-            ..Default::default()
-        };
-        (c.register(&reg, tx).unwrap(), rx)
+        attach(c, &registration(id))
     }
 
     fn submit(c: &Arc<Cluster>, session: Option<&str>) -> (String, EventRx) {

@@ -323,6 +323,31 @@ async fn wait_cancelled(seen: &Mutex<Seen>) {
     );
 }
 
+/// The shim on a Jellyfin HLS argv against the orchestrator at `url`, stdin piped, once it has
+/// submitted: the child and its stdin.
+async fn jellyfin_remote(
+    inst: &Install,
+    url: &str,
+    seen: &Mutex<Seen>,
+) -> (tokio::process::Child, tokio::process::ChildStdin) {
+    let mut child = inst
+        .command(&jellyfin_hls(&[]))
+        .env("ORCHESTRATOR_URL", url)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_submitted(seen).await;
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
+/// Writes `keys` to the shim's stdin at once.
+async fn type_keys(stdin: &mut tokio::process::ChildStdin, keys: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    stdin.write_all(keys).await.unwrap();
+    stdin.flush().await.unwrap();
+}
+
 async fn server(script: Script) -> (String, Arc<Mutex<Seen>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -752,17 +777,8 @@ async fn version_is_answered_without_a_local_transcoder() {
 async fn q_on_stdin_stops_a_remote_job_with_exit_0() {
     let (url, seen) = server(Script::Hang).await;
     let inst = Install::new();
-    let mut child = inst
-        .command(&jellyfin_hls(&[]))
-        .env("ORCHESTRATOR_URL", &url)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_submitted(&seen).await;
-    use tokio::io::AsyncWriteExt;
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"q\n").await.unwrap();
-    stdin.flush().await.unwrap();
+    let (child, mut stdin) = jellyfin_remote(&inst, &url, &seen).await;
+    type_keys(&mut stdin, b"q\n").await;
     let done = finish(child).await;
     assert_eq!(done.code, 0, "{}", done.stderr);
     wait_cancelled(&seen).await;
@@ -775,19 +791,10 @@ async fn q_on_stdin_stops_a_remote_job_with_exit_0() {
 async fn pause_keys_on_stdin_pause_and_resume_the_remote_job() {
     let (url, seen) = server(Script::Hang).await;
     let inst = Install::new();
-    let mut child = inst
-        .command(&jellyfin_hls(&[]))
-        .env("ORCHESTRATOR_URL", &url)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_submitted(&seen).await;
-    use tokio::io::AsyncWriteExt;
-    let mut stdin = child.stdin.take().unwrap();
+    let (child, mut stdin) = jellyfin_remote(&inst, &url, &seen).await;
     let want = [(b"p", true), (b"u", false), (b"c", true), (b"\n", false)];
     for (n, (key, paused)) in want.iter().enumerate() {
-        stdin.write_all(*key).await.unwrap();
-        stdin.flush().await.unwrap();
+        type_keys(&mut stdin, *key).await;
         let mut got = false;
         for _ in 0..400 {
             if seen.lock().unwrap().pauses.len() > n {
@@ -802,8 +809,7 @@ async fn pause_keys_on_stdin_pause_and_resume_the_remote_job() {
             ("job-1".to_string(), *paused)
         );
     }
-    stdin.write_all(b"q\n").await.unwrap();
-    stdin.flush().await.unwrap();
+    type_keys(&mut stdin, b"q\n").await;
     let done = finish(child).await;
     assert_eq!(done.code, 0, "{}", done.stderr);
     wait_cancelled(&seen).await;
@@ -820,18 +826,9 @@ async fn stdin_reaches_the_local_fallback_after_a_remote_attempt() {
     let script = "#!/bin/sh\nd=\"$(dirname \"$0\")\"\necho $$ > \"$d/pid\"\n\
 while read -r k; do echo \"$k\" >> \"$d/keys\"; [ \"$k\" = q ] && exit 0; done\nexit 9\n";
     std::fs::write(inst.path().join("originalTranscoder"), script).unwrap();
-    let mut child = inst
-        .command(&jellyfin_hls(&[]))
-        .env("ORCHESTRATOR_URL", &url)
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_submitted(&seen).await;
+    let (child, mut stdin) = jellyfin_remote(&inst, &url, &seen).await;
     inst.wait_for_pid().await;
-    use tokio::io::AsyncWriteExt;
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"p\nu\nq\n").await.unwrap();
-    stdin.flush().await.unwrap();
+    type_keys(&mut stdin, b"p\nu\nq\n").await;
     let done = finish(child).await;
     assert_eq!(done.code, 0, "{}", done.stderr);
     assert!(done.stderr.contains("fallback"), "{}", done.stderr);

@@ -9,18 +9,12 @@ type WorkerRx = mpsc::UnboundedReceiver<Result<pb::OrchestratorMessage, Status>>
 const MAC: &str = "02:00:00:00:00:07";
 
 fn sleepy(c: &Arc<Cluster>, id: &str, mac: &str) -> (u64, WorkerRx) {
-    let (tx, rx) = mpsc::unbounded_channel();
     let reg = pb::Register {
-        worker_id: id.into(),
-        name: id.into(),
-        protocol_version: rpc::PROTOCOL_VERSION,
-        max_jobs: 1,
-        benchmark_score: 100.0,
         wake_mac: mac.into(),
         can_sleep: true,
-        ..Default::default()
+        ..super::tests::registration(id)
     };
-    (c.register(&reg, tx).unwrap(), rx)
+    super::tests::attach(c, &reg)
 }
 
 fn submit(c: &Arc<Cluster>) -> (String, EventRx) {
@@ -49,6 +43,15 @@ async fn expect(rx: &mut WorkerRx, what: &str, f: impl Fn(&pb::orchestrator_mess
     })
     .await;
     assert!(found.is_ok(), "no {what}");
+}
+
+async fn expect_assign(rx: &mut WorkerRx, job_id: &str) {
+    expect(
+        rx,
+        "the job",
+        |m| matches!(m, pb::orchestrator_message::Msg::Assign(a) if a.job_id == job_id),
+    )
+    .await;
 }
 
 fn is_sleep(m: &pb::orchestrator_message::Msg) -> bool {
@@ -137,12 +140,7 @@ async fn an_idle_worker_sleeps_and_a_queued_job_wakes_exactly_it() {
     let (_, _rx2) = submit(&c);
     // The worker comes back: the job is placed on it.
     let (_, mut w1) = sleepy(&c, "w1", MAC);
-    expect(
-        &mut w1,
-        "the job",
-        |m| matches!(m, pb::orchestrator_message::Msg::Assign(a) if a.job_id == id),
-    )
-    .await;
+    expect_assign(&mut w1, &id).await;
     assert_eq!(state(&c, "w1"), pb::WorkerState::Active);
     assert_eq!(c.metrics.workers_asleep.get(), 0);
     assert_eq!(c.metrics.wake_packets_sent.get(), 1);
@@ -159,12 +157,7 @@ async fn a_still_connected_sleeper_is_taken_back_without_a_packet() {
     expect(&mut w1, "Sleep", is_sleep).await;
     // Its sleep command failed: it is still connected. A job needs it.
     let (id, _rx) = submit(&c);
-    expect(
-        &mut w1,
-        "the job",
-        |m| matches!(m, pb::orchestrator_message::Msg::Assign(a) if a.job_id == id),
-    )
-    .await;
+    expect_assign(&mut w1, &id).await;
     assert_eq!(state(&c, "w1"), pb::WorkerState::Active);
     assert_eq!(c.metrics.wake_packets_sent.get(), 0);
     assert_eq!(c.metrics.workers_asleep.get(), 0);
