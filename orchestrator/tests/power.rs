@@ -177,3 +177,30 @@ async fn by_default_no_worker_is_put_to_sleep() {
     assert_eq!(metric(&m, "worker_sleeps_ordered"), 0.0);
     assert_eq!(metric(&m, "workers_asleep"), 0.0);
 }
+
+/// A MAC or Wake-on-LAN address that does not parse stops the binary at start-up with a
+/// message naming the setting, before it connects or listens.
+#[test]
+fn bad_wake_settings_are_clear_start_up_errors() {
+    // Under timeout(1): a worker that accepted the MAC would retry its connection forever.
+    let out = std::process::Command::new("timeout")
+        .arg("20")
+        .arg(worker_bin())
+        .env_remove("CLUSTERPLEX_WOL_MAC")
+        .args(["--worker-score", "1", "--wol-mac", "not-a-mac"])
+        .args(["--orchestrator-url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("CLUSTERPLEX_WOL_MAC `not-a-mac`"), "{err}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clusterplex-orchestrator"))
+        .env_remove("CLUSTERPLEX_WOL_ADDR")
+        .args(["--wol-addr", "broadcast"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--wol-addr"), "{err}");
+}
